@@ -1,0 +1,312 @@
+"""Headless commands: `run`, `validate` and `nodes`. `main.py` dispatches here.
+
+Exit codes: 0 ok, 1 error while running, 2 invalid workflow or arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command-line arguments; the message is shown as it is."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models-dir", type=Path, help="model folder (default: models/ in the repo)")
+    common.add_argument("--extra-model-paths", type=Path, metavar="FILE",
+                        help="ComfyUI extra_model_paths.yaml naming more model folders")
+    common.add_argument("--input-dir", type=Path, help="folder LoadImage reads from (default: input/)")
+    common.add_argument("--output-dir", type=Path, help="folder SaveImage writes to (default: output/)")
+    common.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    common.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="precision (auto: fp16 on CUDA, fp32 on CPU)")
+    common.add_argument("--node-package", action="append", default=[], metavar="MODULE",
+                        help="import extra node types from this Python module (repeatable)")
+
+    parser = argparse.ArgumentParser(prog="main.py", description="sdgraph: Stable Diffusion as a node graph.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", parents=[common], help="run a workflow headless")
+    run.add_argument("workflow", type=Path, help="workflow JSON (sdgraph or ComfyUI API format) or a PNG")
+    run.add_argument("--set", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
+                     help="override an input value, e.g. --set 3.seed=7 (repeatable)")
+    run.add_argument("--json-events", action="store_true", help="print one JSON object per event on stdout")
+    val = sub.add_parser("validate", parents=[common], help="check a workflow and list every problem")
+    val.add_argument("workflow", type=Path)
+    nodes = sub.add_parser("nodes", parents=[common], help="list the node types")
+    nodes.add_argument("--json", action="store_true", help="print the node declarations as JSON")
+    return parser
+
+
+def make_env(args: argparse.Namespace):
+    from nodes.env import Env
+
+    env = Env(device=args.device, dtype=args.dtype)
+    if args.models_dir:
+        env.models_dir = args.models_dir
+    if args.input_dir:
+        env.input_dir = args.input_dir
+    if args.output_dir:
+        env.output_dir = args.output_dir
+    if args.extra_model_paths:
+        try:
+            env.add_extra_model_paths(args.extra_model_paths)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--extra-model-paths: cannot read {args.extra_model_paths}: {e}") from None
+        except Exception as e:  # yaml errors
+            raise UsageError(f"--extra-model-paths: {args.extra_model_paths} is not valid YAML: {e}") from None
+    return env
+
+
+def load_registry(extra: list[str]):
+    from nodegraph import REGISTRY
+
+    packages = ["nodes", *extra, *filter(None, os.environ.get("SDGRAPH_NODE_PACKAGES", "").split(os.pathsep))]
+    for package in packages:
+        try:
+            REGISTRY.discover(package)
+        except ImportError as e:
+            raise UsageError(f"cannot import node package {package!r}: {e}") from None
+    return REGISTRY
+
+
+def parse_override(text: str, graph, registry) -> tuple[str, str, Any]:
+    """`3.seed=7` → ("3", "seed", 7), typed by the input's declaration."""
+    from nodegraph.validate import coerce_value
+
+    target, sep, raw = text.partition("=")
+    node_id, dot, name = target.rpartition(".")
+    if not sep or not dot or not node_id or not name:
+        raise UsageError(f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=7")
+    if node_id not in graph.nodes:
+        raise UsageError(f"--set {text!r}: there is no node {node_id} (nodes: {', '.join(graph.nodes)})")
+    node = graph.nodes[node_id]
+    cls = registry.get(node.type)
+    spec = cls.input(name) if cls else None
+    if spec is None or not spec.type.widget:
+        valid = ", ".join(i.name for i in cls.inputs if i.type.widget) if cls else ""
+        raise UsageError(f"--set {text!r}: node {node_id} ({node.type}) has no value input {name!r} "
+                         f"(value inputs: {valid or 'none'})")
+    kind = spec.type.name
+    try:
+        if kind == "INT":
+            value: Any = _parse_int(raw)
+        elif kind == "FLOAT":
+            value = float(raw)
+        elif kind == "BOOLEAN":
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            value = lowered in ("true", "1", "yes", "on")
+        else:
+            value = raw
+    except ValueError:
+        raise UsageError(f"--set {text!r}: {raw!r} is not a valid {kind} for node {node_id} "
+                         f"({node.type}) input {name!r}") from None
+    ok, value = coerce_value(spec, value)
+    if not ok:
+        raise UsageError(f"--set {text!r}: {raw!r} is not a valid {kind}")
+    return node_id, name, value
+
+
+def _parse_int(raw: str) -> int:
+    try:
+        return int(raw, 0)
+    except ValueError:
+        number = float(raw)  # "20.0" and "1e3" are fine; "2.5" is not an integer
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
+class ProgressPrinter:
+    """Turns executor events into a readable log on stderr: one line per node, step bars."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.total = 0
+        self.index = 0
+        self._last_bar = ""
+
+    def __call__(self, event) -> None:
+        kind = event.kind
+        if kind == "graph_started":
+            self.total = len(event.to_run)
+            cached = f", {len(event.cached)} cached" if event.cached else ""
+            self._line(f"running {self.total} node(s){cached}")
+        elif kind == "node_started":
+            self.index += 1
+            self._line(f"[{self.index}/{self.total}] {event.node_type} (node {event.node_id}) — {event.reason}")
+        elif kind == "progress":
+            self._bar(event.step, event.total)
+        elif kind == "node_finished":
+            self._end_bar()
+            for path in event.ui.get("files", []):
+                self._line(f"    wrote {path}")
+            self._line(f"    done in {event.seconds:.2f}s")
+        elif kind == "error":
+            self._end_bar()
+            self._line(f"error: {event.message}")
+        elif kind == "interrupted":
+            self._end_bar()
+            self._line("interrupted")
+        elif kind == "graph_finished":
+            self._line(f"{event.status}: ran {event.ran}, cached {event.cached}, {event.seconds:.2f}s")
+
+    def _bar(self, step: int, total: int) -> None:
+        width = 30
+        filled = int(width * step / max(total, 1))
+        bar = f"    [{'#' * filled}{'.' * (width - filled)}] {step}/{total}"
+        if self.tty:
+            self.stream.write("\r" + bar)
+            self.stream.flush()
+            self._last_bar = bar
+        elif step == total or total <= 10 or step % max(1, total // 10) == 0:
+            self._line(bar)
+
+    def _end_bar(self) -> None:
+        if self._last_bar:
+            self.stream.write("\n")
+            self._last_bar = ""
+
+    def _line(self, text: str) -> None:
+        self._end_bar()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _load(path: Path, registry, strict: bool):
+    from nodegraph.workflow import load_workflow
+
+    return load_workflow(path, registry, strict=strict)
+
+
+def cmd_validate(args) -> int:
+    from nodegraph import WorkflowError, validate
+
+    env = make_env(args)
+    registry = load_registry(args.node_package)
+    try:
+        graph = _load(args.workflow, registry, strict=False)
+    except WorkflowError as e:
+        _print_workflow_error(e)
+        return EXIT_INVALID
+    problems = validate(graph, registry, env)
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"{args.workflow}: {len(problems)} problem(s)", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.workflow}: ok ({len(graph)} nodes)")
+    return EXIT_OK
+
+
+def _print_workflow_error(e) -> None:
+    where = f"{e.source}: " if e.source else ""
+    for problem in e.problems:
+        print(f"{where}{problem}")
+
+
+def cmd_run(args) -> int:
+    from nodegraph import CancelToken, Executor, WorkflowError, validate
+
+    env = make_env(args)
+    registry = load_registry(args.node_package)
+    try:
+        graph = _load(args.workflow, registry, strict=False)
+    except WorkflowError as e:
+        _print_workflow_error(e)
+        return EXIT_INVALID
+    for text in args.set:
+        node_id, name, value = parse_override(text, graph, registry)
+        graph.nodes[node_id].values[name] = value
+    problems = validate(graph, registry, env)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr if args.json_events else sys.stdout)
+        return EXIT_INVALID
+
+    executor = Executor(registry, env=env)
+    if args.json_events:
+        executor.add_listener(lambda e: print(json.dumps(e.to_json()), flush=True))
+    else:
+        executor.add_listener(ProgressPrinter())
+    token = CancelToken()
+
+    def on_sigint(signum, frame):
+        if token.cancelled:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        token.cancel()
+        print("\ncancelling at the next step… (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = executor.run(graph, cancel=token, check=False)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if result.status != "ok":
+        if result.error is not None and os.environ.get("SDGRAPH_TRACEBACK"):
+            print(result.error.traceback, file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_nodes(args) -> int:
+    registry = load_registry(args.node_package)
+    classes = registry.classes()
+    if args.json:
+        print(json.dumps([cls.describe() for cls in classes], indent=2, default=str))
+        return EXIT_OK
+    by_category: dict[str, list] = {}
+    for cls in classes:
+        by_category.setdefault(cls.category, []).append(cls)
+    for category in sorted(by_category):
+        print(f"{category}/")
+        for cls in by_category[category]:
+            ins = ", ".join(_describe_input(i) for i in cls.inputs)
+            outs = ", ".join(f"{o.name}:{o.type.name}" for o in cls.outputs) or "-"
+            print(f"  {cls.type_name}({ins}) -> {outs}")
+            if cls.description:
+                print(f"      {cls.description.splitlines()[0]}")
+    print(f"{len(classes)} node types")
+    return EXIT_OK
+
+
+def _describe_input(spec) -> str:
+    text = f"{spec.name}:{spec.type.name}"
+    if spec.is_widget and spec.has_default:
+        text += f"={spec.default!r}"
+    return text
+
+
+def main(argv: list[str]) -> int:
+    started = time.perf_counter()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on bad arguments, 0 on --help
+        return int(e.code or 0)
+    try:
+        handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes}[args.command]
+        code = handler(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    if os.environ.get("SDGRAPH_TIMING"):
+        print(f"[{time.perf_counter() - started:.2f}s]", file=sys.stderr)
+    return code

@@ -1,0 +1,28 @@
+"""sdgraph — Stable Diffusion as a node graph.
+
+    python main.py [WORKFLOW]            open the editor (optionally with a workflow)
+    python main.py run WORKFLOW [...]    run a workflow headless
+    python main.py validate WORKFLOW     list every problem in a workflow
+    python main.py nodes [--json]        list the node types
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"run", "validate", "nodes"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+        import cli
+
+        return cli.main(argv)
+    from ui.app import main as editor_main
+
+    return editor_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Socket types and the rule for which outputs may feed which inputs.
+
+Types are plain named values so node packages can add their own (`define_type`). The engine only
+compares names; what a type means is documented where it is defined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SocketType:
+    name: str
+    color: str = "#9e9e9e"  # the editor draws sockets and edges of this type in this colour
+    description: str = ""
+    widget: bool = False  # True for plain values (numbers, text…) an input can hold without a link
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_TYPES: dict[str, SocketType] = {}
+
+
+def define_type(name: str, color: str = "#9e9e9e", description: str = "", widget: bool = False) -> SocketType:
+    """Declare a socket type (idempotent for an identical declaration)."""
+    existing = _TYPES.get(name)
+    new = SocketType(name, color, description, widget)
+    if existing is not None:
+        return existing
+    _TYPES[name] = new
+    return new
+
+
+def get_type(name: str) -> SocketType | None:
+    return _TYPES.get(name)
+
+
+def all_types() -> list[SocketType]:
+    return list(_TYPES.values())
+
+
+ANY = define_type("*", "#bdbdbd", "accepts or gives anything")
+MODEL = define_type("MODEL", "#b39ddb", "denoising UNet with its sampling settings")
+CLIP = define_type("CLIP", "#ffd54f", "tokenizer + text encoder")
+VAE = define_type("VAE", "#ef5350", "autoencoder between pixels and latents")
+CONDITIONING = define_type("CONDITIONING", "#ffa726", "encoded prompt(s) that steer the sampler")
+LATENT = define_type("LATENT", "#f48fb1", "latent image(s), unscaled VAE space")
+IMAGE = define_type("IMAGE", "#64b5f6", "float images [B, H, W, 3] in 0..1")
+MASK = define_type("MASK", "#81c784", "float masks [B, H, W] in 0..1")
+TOKENS = define_type("TOKENS", "#4dd0e1", "token ids, words and weights of a prompt")
+INT = define_type("INT", "#90a4ae", "integer", widget=True)
+FLOAT = define_type("FLOAT", "#90a4ae", "number", widget=True)
+STRING = define_type("STRING", "#a5d6a7", "text", widget=True)
+BOOLEAN = define_type("BOOLEAN", "#90a4ae", "on/off", widget=True)
+COMBO = define_type("COMBO", "#90a4ae", "one of a list of choices", widget=True)
+
+# Links between different type names that are still safe: the value is converted on read.
+_WIDENING = {("INT", "FLOAT"), ("STRING", "COMBO"), ("COMBO", "STRING")}
+
+
+def compatible(source: str, target: str) -> bool:
+    """Can an output of type `source` feed an input of type `target`?"""
+    if source == target or source == ANY.name or target == ANY.name:
+        return True
+    return (source, target) in _WIDENING

@@ -1,0 +1,257 @@
+"""Validation: an ordered list of named checks, each returning every problem it finds.
+
+A problem names the node, its type, the input and what to do about it, so it reads well as one
+line in a terminal and as a message on a node in the editor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from .graph import Graph
+from .node import Input
+from .registry import Registry
+from .types import compatible
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    node_id: str | None
+    node_type: str | None
+    message: str
+    fix: str = ""
+    input: str | None = None
+
+    def __str__(self) -> str:
+        where = f"node {self.node_id} ({self.node_type}): " if self.node_id is not None else ""
+        return f"{where}{self.message}" + (f" — {self.fix}" if self.fix else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check, "node_id": self.node_id, "node_type": self.node_type,
+                "input": self.input, "message": self.message, "fix": self.fix, "text": str(self)}
+
+
+class _Context:
+    def __init__(self, graph: Graph, registry: Registry, env: Any):
+        self.graph, self.registry, self.env = graph, registry, env
+
+    def known(self):
+        """(node, class) for every node whose type is registered."""
+        for node in self.graph.nodes.values():
+            cls = self.registry.get(node.type)
+            if cls is not None:
+                yield node, cls
+
+
+def _problem(check: str, node, message: str, fix: str = "", input: str | None = None) -> Problem:
+    return Problem(check, node.id, node.type, message, fix, input)
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+    return f"did you mean {', '.join(close)}?" if close else ""
+
+
+def check_unknown_types(cx: _Context) -> list[Problem]:
+    out = []
+    for node in cx.graph.nodes.values():
+        if node.type not in cx.registry:
+            hint = _suggest(node.type, cx.registry.names())
+            out.append(_problem("unknown_type", node, f"unknown node type {node.type!r}",
+                                hint or "install the node package that provides it, or remove the node"))
+    return out
+
+
+def check_unknown_inputs(cx: _Context) -> list[Problem]:
+    out = []
+    for node, cls in cx.known():
+        valid = [i.name for i in cls.inputs]
+        for name in list(node.values) + [n for n in node.links if n not in node.values]:
+            if cls.input(name) is None:
+                hint = _suggest(name, valid) or f"valid inputs: {', '.join(valid) or 'none'}"
+                out.append(_problem("unknown_input", node, f'has no input "{name}"', hint, name))
+    return out
+
+
+def check_links(cx: _Context) -> list[Problem]:
+    out = []
+    for node, _cls in cx.known():
+        for name, (src, slot) in node.links.items():
+            if src not in cx.graph.nodes:
+                out.append(_problem("broken_link", node, f'input "{name}" is linked to missing node {src}',
+                                    "reconnect the input or remove the link", name))
+                continue
+            src_cls = cx.registry.get(cx.graph.nodes[src].type)
+            if src_cls is not None and not 0 <= slot < len(src_cls.outputs):
+                out.append(_problem("broken_link", node,
+                                    f'input "{name}" is linked to output {slot} of node {src} '
+                                    f"({src_cls.type_name}), which has {len(src_cls.outputs)} output(s)",
+                                    "reconnect the input to an existing output", name))
+    return out
+
+
+def check_missing_inputs(cx: _Context) -> list[Problem]:
+    out = []
+    for node, cls in cx.known():
+        for spec in cls.inputs:
+            if spec.optional or spec.name in node.links:
+                continue
+            if spec.is_widget and (spec.name in node.values or spec.has_default):
+                continue
+            if spec.is_widget:
+                fix = f"give it a value ({spec.type.name})"
+            else:
+                fix = f"connect a {spec.type.name} output to it"
+            out.append(_problem("missing_input", node, f'required input "{spec.name}" is not set', fix, spec.name))
+    return out
+
+
+def check_link_types(cx: _Context) -> list[Problem]:
+    out = []
+    for node, cls in cx.known():
+        for name, (src, slot) in node.links.items():
+            spec = cls.input(name)
+            src_node = cx.graph.nodes.get(src)
+            src_cls = cx.registry.get(src_node.type) if src_node else None
+            if spec is None or src_cls is None or not 0 <= slot < len(src_cls.outputs):
+                continue
+            out_type = src_cls.outputs[slot].type.name
+            if not compatible(out_type, spec.type.name):
+                out.append(_problem("type_mismatch", node,
+                                    f'input "{name}" expects {spec.type.name} but node {src} '
+                                    f"({src_node.type}) output {slot} gives {out_type}",
+                                    f"connect a {spec.type.name} output instead", name))
+    return out
+
+
+def coerce_value(spec: Input, value: Any) -> tuple[bool, Any]:
+    """Check a widget value's type, converting the harmless cases (20.0 → 20 for an INT)."""
+    kind = spec.type.name
+    if kind == "INT":
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, int):
+            return True, value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return True, int(value)
+        return False, value
+    if kind == "FLOAT":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False, value
+        return (math.isfinite(value), float(value))
+    if kind == "BOOLEAN":
+        return isinstance(value, bool), value
+    if kind in ("STRING", "COMBO"):
+        return isinstance(value, str), value
+    return True, value
+
+
+def _value_items(cx: _Context):
+    """(node, spec, value) for each widget value that is used (not replaced by a link)."""
+    for node, cls in cx.known():
+        for spec in cls.inputs:
+            if spec.is_widget and spec.name not in node.links and spec.name in node.values:
+                yield node, spec, node.values[spec.name]
+
+
+def check_value_types(cx: _Context) -> list[Problem]:
+    out = []
+    for node, spec, value in _value_items(cx):
+        ok, _ = coerce_value(spec, value)
+        if not ok:
+            article = "an" if spec.type.name[0] in "AEIOU" else "a"
+            out.append(_problem("value_type", node, f'input "{spec.name}" = {value!r} is not {article} '
+                                f"{spec.type.name}", f"enter {article} {spec.type.name.lower()} value",
+                                spec.name))
+    return out
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def check_value_ranges(cx: _Context) -> list[Problem]:
+    out = []
+    for node, spec, value in _value_items(cx):
+        if spec.type.name not in ("INT", "FLOAT"):
+            continue
+        ok, value = coerce_value(spec, value)
+        if not ok:
+            continue
+        if spec.min is not None and value < spec.min:
+            out.append(_problem("value_range", node, f'input "{spec.name}" = {_fmt(value)} is below the '
+                                f"minimum {_fmt(spec.min)}", f"set it to {_fmt(spec.min)} or more", spec.name))
+        elif spec.max is not None and value > spec.max:
+            out.append(_problem("value_range", node, f'input "{spec.name}" = {_fmt(value)} is above the '
+                                f"maximum {_fmt(spec.max)}", f"set it to {_fmt(spec.max)} or less", spec.name))
+    return out
+
+
+def check_choices(cx: _Context) -> list[Problem]:
+    out = []
+    for node, spec, value in _value_items(cx):
+        if spec.choices is None or not isinstance(value, str):
+            continue
+        options = spec.choice_list(cx.env)
+        if value not in options:
+            shown = ", ".join(options[:20]) + (f", … ({len(options)} in all)" if len(options) > 20 else "")
+            fix = f"choose one of: {shown}" if options else "there is nothing to choose from yet"
+            hint = _suggest(value, options)
+            out.append(_problem("choice", node, f'input "{spec.name}" = {value!r} is not one of the choices',
+                                f"{hint} {fix}".strip() if hint else fix, spec.name))
+    return out
+
+
+def check_cycles(cx: _Context) -> list[Problem]:
+    out = []
+    g = nx.DiGraph(cx.graph.to_networkx())
+    for component in nx.strongly_connected_components(g):
+        if len(component) > 1 or any(g.has_edge(n, n) for n in component):
+            ids = sorted(component, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
+            cycle = nx.find_cycle(g.subgraph(component))
+            path = " → ".join([edge[0] for edge in cycle] + [cycle[0][0]])
+            out.append(Problem("cycle", None, None, f"nodes {', '.join(ids)} form a cycle ({path})",
+                               "remove one of the links in the cycle"))
+    return out
+
+
+def check_output_nodes(cx: _Context) -> list[Problem]:
+    if any(cls.output_node for _node, cls in cx.known()):
+        return []
+    outputs = sorted(c.type_name for c in cx.registry.classes() if c.output_node)
+    hint = f" (such as {', '.join(outputs[:4])})" if outputs else ""
+    return [Problem("no_output", None, None, "the workflow has no output node, so running it would do nothing",
+                    f"add an output node{hint}")]
+
+
+CHECKS: list[tuple[str, Callable[[_Context], list[Problem]]]] = [
+    ("unknown_type", check_unknown_types),
+    ("unknown_input", check_unknown_inputs),
+    ("broken_link", check_links),
+    ("missing_input", check_missing_inputs),
+    ("type_mismatch", check_link_types),
+    ("value_type", check_value_types),
+    ("value_range", check_value_ranges),
+    ("choice", check_choices),
+    ("cycle", check_cycles),
+    ("no_output", check_output_nodes),
+]
+
+
+def validate(graph: Graph, registry: Registry | None = None, env: Any = None) -> list[Problem]:
+    """Run every check; return all problems found, in check order."""
+    registry = registry or graph.registry
+    if registry is None:
+        raise ValueError("validate needs a registry")
+    cx = _Context(graph, registry, env)
+    problems: list[Problem] = []
+    for _name, check in CHECKS:
+        problems.extend(check(cx))
+    return problems

@@ -1,0 +1,6 @@
+"""sdgraph's Stable Diffusion nodes.
+
+Importing this package registers every node type with `nodegraph.REGISTRY`. It must stay cheap:
+node declarations import no torch, diffusers or transformers — the machinery they call does, inside
+`run`. A test asserts this.
+"""

@@ -1,0 +1,101 @@
+"""How a discrete-time SD model relates noise level sigma, timestep and its prediction.
+
+Follows the variance-exploding view of Karras et al. 2022 (EDM) for DDPM-trained models, with
+ComfyUI's numbers: float32 sigma table, float32 log sigmas, nearest-log-sigma timestep.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (sigmas, log_sigmas), both float32, from a float64 alphas_cumprod table."""
+    ac = alphas_cumprod.detach().to("cpu", torch.float64)
+    sigmas = ((1.0 - ac) / ac) ** 0.5
+    return sigmas.to(torch.float32), sigmas.log().to(torch.float32)
+
+
+def sd_alphas_cumprod(n: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
+    """The scaled-linear DDPM schedule every SD1.x/2.x/XL model was trained with (float64)."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+class ModelSampling:
+    """Sigma table plus eps / v-prediction conversions (ComfyUI's ModelSamplingDiscrete + EPS/V)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction type {prediction_type!r} (expected epsilon or v_prediction)")
+        self.prediction_type = prediction_type
+        self.alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float64)
+        self.sigmas, self.log_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
+        self.sigma_data = 1.0
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Nearest training timestep (integer-valued) for each sigma, by distance in log sigma."""
+        sigma = torch.as_tensor(sigma)
+        dists = sigma.to("cpu", torch.float32).log().reshape(-1) - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).reshape(sigma.shape).to(sigma.device)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Sigma at a (possibly fractional) timestep: log-linear interpolation in the table."""
+        timestep = torch.as_tensor(timestep)
+        t = torch.clamp(timestep.float().cpu(), min=0, max=len(self.sigmas) - 1)
+        low, high = t.floor().long(), t.ceil().long()
+        w = t.frac()
+        log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
+        return log_sigma.exp().to(timestep.device)
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return self.sigma(torch.tensor((1.0 - percent) * 999.0)).item()
+
+    # -- model input / output -------------------------------------------------------------
+    def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        sigma = _bcast(sigma, x)
+        return x / (sigma**2 + self.sigma_data**2) ** 0.5
+
+    def calculate_denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        sigma = _bcast(sigma, x)
+        if self.prediction_type == "epsilon":
+            return x - model_output * sigma
+        sd = self.sigma_data
+        return x * sd**2 / (sigma**2 + sd**2) - model_output * sigma * sd / (sigma**2 + sd**2) ** 0.5
+
+    # -- start noise ------------------------------------------------------------------------
+    def is_max_denoise(self, sigmas: torch.Tensor) -> bool:
+        """True when the schedule starts at the model's sigma_max (a full denoise)."""
+        max_sigma = float(self.sigma_max)
+        sigma = float(sigmas[0])
+        return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
+
+    def noise_scaling(self, sigma, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
+        """x at the first sigma: noise * sqrt(1 + sigma²) for a full denoise, else noise * sigma."""
+        sigma = torch.as_tensor(sigma, device=noise.device)
+        if max_denoise:
+            noise = noise * torch.sqrt(1.0 + sigma**2.0)
+        else:
+            noise = noise * sigma
+        return noise + latent
+
+
+def _bcast(sigma, x: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, device=x.device)
+    if sigma.ndim == 0:
+        return sigma
+    return sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1))

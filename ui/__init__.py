@@ -1,0 +1,1 @@
+"""The PySide6 editor. Talks to the engine through the graph model and executor events."""
