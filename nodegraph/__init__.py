@@ -9,7 +9,17 @@ from .errors import GraphError, Interrupted, NodeInputError, UserError, Workflow
 from .executor import CancelToken, Executor, NodeContext, RunResult
 from .graph import Graph, GraphChange, NodeInstance
 from .node import (
-    ALWAYS_CHANGED, Bool, Choice, Float, Input, Int, Link, Node, NodeOutput, Output, String,
+    ALWAYS_CHANGED,
+    Bool,
+    Choice,
+    Float,
+    Input,
+    Int,
+    Link,
+    Node,
+    NodeOutput,
+    Output,
+    String,
 )
 from .registry import REGISTRY, Registry, register
 from .types import SocketType, compatible, define_type

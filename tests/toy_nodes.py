@@ -8,7 +8,17 @@ import random
 import time
 
 from nodegraph import (
-    ALWAYS_CHANGED, Choice, Float, Int, Link, Node, NodeInputError, NodeOutput, Output, Registry, String,
+    ALWAYS_CHANGED,
+    Choice,
+    Float,
+    Int,
+    Link,
+    Node,
+    NodeInputError,
+    NodeOutput,
+    Output,
+    Registry,
+    String,
 )
 from nodegraph import register as register_global
 from nodegraph import types as T

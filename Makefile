@@ -1,0 +1,46 @@
+# sdgraph — `make run` makes a picture with the bundled model; `make test` runs the test suite.
+# Both create .venv and install what is needed on first use.
+#
+# torch is pinned to the CPU build by default. For a CUDA build, for example:
+#   make run TORCH_SPEC=torch==2.13.0 TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sdgraph-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test bench eval screenshots lint clean-venv
+
+$(STAMP): pyproject.toml tools/deps.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX) $$($(PY) tools/deps.py dev)
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@if [ ! -f workflows/default.json ]; then \
+		echo "workflows/default.json is not there yet: it arrives with the bundled model."; \
+		echo "Run your own workflow with: $(PY) main.py run path/to/workflow.json"; exit 2; fi
+	$(PY) main.py run workflows/default.json
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; QT_QPA_PLATFORM=offscreen $(PY) $$b || exit $$?; echo; done
+
+eval: $(STAMP)
+	$(PY) tools/eval_bundled_model.py
+
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) tools/screenshots.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
