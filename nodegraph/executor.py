@@ -52,10 +52,12 @@ class CancelToken:
 class NodeContext:
     """What a running node may use: progress, previews, cancellation, the environment, a logger."""
 
-    def __init__(self, node_id: str, node_type: str, env: Any, bus: ev.EventBus, cancel: CancelToken):
+    def __init__(self, node_id: str, node_type: str, env: Any, bus: ev.EventBus, cancel: CancelToken,
+                 graph: Graph | None = None):
         self.node_id = node_id
         self.node_type = node_type
         self.env = env
+        self.graph = graph  # the workflow being run (SaveImage embeds it in the PNG); read-only
         self.log = logging.getLogger(f"sdgraph.node.{node_type}")
         self._bus = bus
         self._cancel = cancel
@@ -248,7 +250,7 @@ class Executor:
                 kwargs[spec.name] = coerce_value(spec, node.values[spec.name])[1]
             elif spec.has_default:
                 kwargs[spec.name] = spec.default
-        ctx = NodeContext(node_id, node.type, self.env, self.bus, cancel)
+        ctx = NodeContext(node_id, node.type, self.env, self.bus, cancel, graph)
         returned = cls().run(ctx, **kwargs)
         ui: dict[str, Any] = {}
         if isinstance(returned, NodeOutput):

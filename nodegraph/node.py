@@ -175,6 +175,12 @@ class Node:
         return None
 
     @classmethod
+    def check_values(cls, values: dict[str, Any], linked: set[str]) -> list[tuple[str, str, str]]:
+        """Node-specific rules on widget values, run by validation: (input, problem, fix) each.
+        `linked` names inputs fed by links, whose values are not known before running."""
+        return []
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "type": cls.type_name,

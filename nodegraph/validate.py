@@ -55,8 +55,15 @@ def _problem(check: str, node, message: str, fix: str = "", input: str | None = 
 
 
 def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
-    return f"did you mean {', '.join(close)}?" if close else ""
+    # Compare without file extensions: "v1-5.safetensors" is not close to "tiny.safetensors".
+    stems = {_stem(o): o for o in options}
+    close = difflib.get_close_matches(_stem(name), list(stems), n=3, cutoff=0.6)
+    return f"did you mean {', '.join(stems[c] for c in close)}?" if close else ""
+
+
+def _stem(name: str) -> str:
+    head, dot, tail = name.rpartition(".")
+    return head.lower() if dot and head and tail.isalnum() and not tail.isdigit() else name.lower()
 
 
 def check_unknown_types(cx: _Context) -> list[Problem]:
@@ -209,6 +216,15 @@ def check_choices(cx: _Context) -> list[Problem]:
     return out
 
 
+def check_node_rules(cx: _Context) -> list[Problem]:
+    out = []
+    for node, cls in cx.known():
+        values = {**cls.defaults(), **node.values}
+        for name, message, fix in cls.check_values(values, set(node.links)):
+            out.append(_problem("node_rule", node, f'input "{name}" {message}', fix, name))
+    return out
+
+
 def check_cycles(cx: _Context) -> list[Problem]:
     out = []
     g = nx.DiGraph(cx.graph.to_networkx())
@@ -240,6 +256,7 @@ CHECKS: list[tuple[str, Callable[[_Context], list[Problem]]]] = [
     ("value_type", check_value_types),
     ("value_range", check_value_ranges),
     ("choice", check_choices),
+    ("node_rule", check_node_rules),
     ("cycle", check_cycles),
     ("no_output", check_output_nodes),
 ]

@@ -4,3 +4,5 @@ Importing this package registers every node type with `nodegraph.REGISTRY`. It m
 node declarations import no torch, diffusers or transformers — the machinery they call does, inside
 `run`. A test asserts this.
 """
+
+from . import image, latent, loaders, sampler_nodes, text_nodes  # noqa: E402,F401  (registers the nodes)

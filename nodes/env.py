@@ -6,6 +6,7 @@ torch here (the device is resolved by the model machinery when a model is loaded
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +35,17 @@ class Env:
         for folder in self.model_folders(kind):
             if not folder.is_dir():
                 continue
-            for path in folder.rglob("*"):
-                if path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS and "/." not in path.as_posix():
-                    names.add(path.relative_to(folder).as_posix())
-                elif path.is_dir() and (path / "model_index.json").is_file():
-                    names.add(path.relative_to(folder).as_posix())
+            for dirpath, dirnames, filenames in os.walk(folder):
+                here = Path(dirpath)
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                if "model_index.json" in filenames or (kind == "vae" and "config.json" in filenames
+                                                       and here != folder):
+                    names.add(here.relative_to(folder).as_posix())
+                    dirnames.clear()  # a diffusers folder is one model: don't list its parts
+                    continue
+                for name in filenames:
+                    if name.lower().endswith(MODEL_EXTENSIONS) and not name.startswith("."):
+                        names.add((here / name).relative_to(folder).as_posix())
         return sorted(names, key=str.lower)
 
     def find_model(self, kind: str, name: str) -> Path | None:

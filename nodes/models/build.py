@@ -39,7 +39,11 @@ def empty_text_encoder(config: Mapping[str, Any]):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = text_config(config)
-    cls = CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in (config.get("architectures") or ()) else CLIPTextModel
+    cls = (
+        CLIPTextModelWithProjection
+        if "CLIPTextModelWithProjection" in (config.get("architectures") or ())
+        else CLIPTextModel
+    )
     with torch.device("meta"):
         return cls(cfg)
 
@@ -59,11 +63,17 @@ def check_state_dict(module: torch.nn.Module, sd: Mapping[str, Any], what: str, 
         parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     if wrong:
         k = wrong[0]
-        parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {list(sd[k].shape)} vs model {list(expected[k].shape)})")
-    raise CheckpointError(f'"{filename}": the {what} weights do not fit the expected architecture: ' + "; ".join(parts))
+        parts.append(
+            f"{len(wrong)} with other shapes (e.g. {k}: file {list(sd[k].shape)} vs model {list(expected[k].shape)})"
+        )
+    raise CheckpointError(
+        f'"{filename}": the {what} weights do not fit the expected architecture: ' + "; ".join(parts)
+    )
 
 
-def fill(module: torch.nn.Module, sd: Mapping[str, Any], *, what: str, filename: str, device: Any) -> torch.nn.Module:
+def fill(
+    module: torch.nn.Module, sd: Mapping[str, Any], *, what: str, filename: str, device: Any
+) -> torch.nn.Module:
     """Assign `sd` (already in the wanted dtype and on `device`) to a meta-built module."""
     check_state_dict(module, sd, what, filename)
     module.load_state_dict(dict(sd), strict=True, assign=True)
@@ -75,7 +85,9 @@ def fill(module: torch.nn.Module, sd: Mapping[str, Any], *, what: str, filename:
                 new = torch.arange(buf.shape[-1], device=device).expand(buf.shape)
                 mod.register_buffer(buf_name, new, persistent=False)
             else:  # pragma: no cover - guards a future module with another non-persistent buffer
-                raise CheckpointError(f'"{filename}": {what} buffer {mod_name}.{buf_name} has no value after loading')
+                raise CheckpointError(
+                    f'"{filename}": {what} buffer {mod_name}.{buf_name} has no value after loading'
+                )
     module.eval()
     module.requires_grad_(False)
     return module

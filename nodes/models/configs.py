@@ -14,7 +14,7 @@ tokenizer whose pad token is "!" turns every literal "!" in a prompt into paddin
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.load(f)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_json(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
 

@@ -193,14 +193,22 @@ def unet_to_ldm(sd: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, A
         elif m := _DOWN.match(name):
             b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
             i = 1 + b * (per + 1) + j
-            new = f"input_blocks.{i}.0.{_resnet_rest(rest, _RESNET_TO_LDM)}" if kind == "resnets" else f"input_blocks.{i}.1.{rest}"
+            new = (
+                f"input_blocks.{i}.0.{_resnet_rest(rest, _RESNET_TO_LDM)}"
+                if kind == "resnets"
+                else f"input_blocks.{i}.1.{rest}"
+            )
         elif m := _DOWNSAMPLE.match(name):
             b = int(m[1])
             new = f"input_blocks.{1 + b * (per + 1) + per}.0.op.{m[2]}"
         elif m := _UP.match(name):
             b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
             i = b * (per + 1) + j
-            new = f"output_blocks.{i}.0.{_resnet_rest(rest, _RESNET_TO_LDM)}" if kind == "resnets" else f"output_blocks.{i}.1.{rest}"
+            new = (
+                f"output_blocks.{i}.0.{_resnet_rest(rest, _RESNET_TO_LDM)}"
+                if kind == "resnets"
+                else f"output_blocks.{i}.1.{rest}"
+            )
         elif m := _UPSAMPLE.match(name):
             b = int(m[1])
             slot = 2 if up_types[b].startswith("CrossAttn") else 1
@@ -235,7 +243,9 @@ _VAE_UP = re.compile(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$")
 _VAE_UPSAMPLE = re.compile(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)$")
 _VAE_MID_RES = re.compile(r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)$")
 _VAE_MID_ATTN = re.compile(r"^(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)$")
-_VAE_SAME = re.compile(r"^(encoder\.conv_(in|out)|decoder\.conv_(in|out)|quant_conv|post_quant_conv)\.(weight|bias)$")
+_VAE_SAME = re.compile(
+    r"^(encoder\.conv_(in|out)|decoder\.conv_(in|out)|quant_conv|post_quant_conv)\.(weight|bias)$"
+)
 
 
 def vae_to_ldm(sd: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:

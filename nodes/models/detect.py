@@ -67,15 +67,17 @@ def sniff_other_kind(names: Sequence[str]) -> str | None:
         return "a LoRA (load it with a LoRA loader, on top of a checkpoint)"
     if any(n.startswith(("lycoris_", "hada_")) or ".hada_w1" in n or ".lokr_" in n for n in names):
         return "a LyCORIS/LoHa network (load it with a LoRA loader)"
-    if _has_prefix(names, "control_model.") or _has_prefix(names, "controlnet_") or any(
-        "input_hint_block" in n for n in names
+    if (
+        _has_prefix(names, "control_model.")
+        or _has_prefix(names, "controlnet_")
+        or any("input_hint_block" in n for n in names)
     ):
         return "a ControlNet model"
-    if any(n in ("emb_params", "string_to_param.*", "clip_l", "clip_g") for n in names) or _has_prefix(
-        names, "string_to_param"
-    ):
+    if any(n in ("emb_params", "clip_l", "clip_g") for n in names) or _has_prefix(names, "string_to_param"):
         return "a textual-inversion embedding (put it in models/embeddings)"
-    vae_like = all(n.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "loss.")) for n in names)
+    vae_like = all(
+        n.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "loss.")) for n in names
+    )
     if names and (vae_like or all(n.startswith(VAE_PREFIX) for n in names)):
         return "a standalone VAE (load it with VAELoader from models/vae)"
     if _has_prefix(names, "model.diffusion_model.") and not _has_prefix(names, VAE_PREFIX):
@@ -99,7 +101,9 @@ def detect_checkpoint(
         try:
             config = json.loads(metadata[SDGRAPH_CONFIG_KEY])
         except json.JSONDecodeError as e:
-            raise CheckpointError(f'"{filename}": its sdgraph.config metadata is not valid JSON ({e.msg})') from None
+            raise CheckpointError(
+                f'"{filename}": its sdgraph.config metadata is not valid JSON ({e.msg})'
+            ) from None
         missing = [k for k in ("unet", "vae", "text_encoder") if k not in config]
         if missing:
             raise CheckpointError(f'"{filename}": its sdgraph.config metadata lacks {", ".join(missing)}')
@@ -140,7 +144,9 @@ def detect_checkpoint(
         )
     in_channels = int(shapes[_UNET_IN][1])
     if in_channels != 4:
-        what = {9: "an inpainting model", 8: "an instruct-pix2pix-style model"}.get(in_channels, "a non-standard model")
+        what = {9: "an inpainting model", 8: "an instruct-pix2pix-style model"}.get(
+            in_channels, "a non-standard model"
+        )
         raise CheckpointError(
             f'"{filename}" is {what} ({in_channels}-channel UNet input); '
             "only 4-channel text-to-image SD 1.x/2.x checkpoints are supported yet"
@@ -169,7 +175,9 @@ def ignored_on_purpose(name: str) -> bool:
     """Tensors of a full LDM checkpoint that loading skips by design (as ComfyUI does)."""
     return (
         name in DDPM_BUFFERS
-        or name.startswith(("model_ema.", "cond_stage_model.model.logit_scale", "cond_stage_model.model.text_projection"))
+        or name.startswith(
+            ("model_ema.", "cond_stage_model.model.logit_scale", "cond_stage_model.model.text_projection")
+        )
         or name.endswith("embeddings.position_ids")
         or name.endswith(("text_model.logit_scale", "logit_scale"))
     )

@@ -73,9 +73,15 @@ class TensorFile:
                     f'"{self.name}" contains pickled Python code, which sdgraph never runs (weights-only '
                     "loading refused it); use a .safetensors version of this model, or convert it with a tool you trust"
                 ) from None
-            raise CheckpointError(f'"{self.name}" is not a readable checkpoint (corrupt?): {_one_line(e)}') from None
+            raise CheckpointError(
+                f'"{self.name}" is not a readable checkpoint (corrupt?): {_one_line(e)}'
+            ) from None
         except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as e:
-            raise CheckpointError(f'"{self.name}" is not a readable checkpoint (corrupt or truncated?): {_one_line(e)}') from None
+            raise CheckpointError(
+                f'"{self.name}" is not a readable checkpoint (corrupt or truncated?): {_one_line(e)}'
+            ) from None
+        if isinstance(obj, dict) and isinstance(obj.get("sdgraph.config"), str):
+            self.metadata = {"sdgraph.config": obj["sdgraph.config"]}  # an sdgraph model saved as .ckpt
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
@@ -90,7 +96,9 @@ class TensorFile:
         try:
             return self._handle.get_tensor(name)
         except Exception as e:
-            raise CheckpointError(f'"{self.name}": cannot read tensor {name} (corrupt file?): {_one_line(e)}') from None
+            raise CheckpointError(
+                f'"{self.name}": cannot read tensor {name} (corrupt file?): {_one_line(e)}'
+            ) from None
 
     def read(self, names: Iterable[str], *, dtype: Any = None, device: Any = "cpu") -> dict[str, Any]:
         """Read tensors, casting floating-point ones to `dtype` and moving all to `device` one by one."""

@@ -42,7 +42,9 @@ DIFFUSERS_VAE_PREFIX = "vae."
 
 
 def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(config), default=lambda o: list(o) if isinstance(o, tuple | set) else str(o)))
+    return json.loads(
+        json.dumps(dict(config), default=lambda o: list(o) if isinstance(o, tuple | set) else str(o))
+    )
 
 
 def _plain(t: Any, dtype: Any) -> Any:

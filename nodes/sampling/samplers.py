@@ -12,8 +12,6 @@ driver keeps it when a sampler is registered with `needs_uncond`. A few samplers
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .noise import GeneratorNoise

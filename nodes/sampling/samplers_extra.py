@@ -39,27 +39,32 @@ def sample_euler_cfg_pp(denoiser, x, sigmas, *, callback=None, noise=None):
 
 
 def sample_dpmpp_2s_ancestral_cfg_pp(denoiser, x, sigmas, *, callback=None, noise=None, eta=1.0, s_noise=1.0):
-    """Ancestral DPM-Solver++(2S) with CFG++ (Lu et al. 2022; Chung et al. 2024)."""
+    """Ancestral DPM-Solver++(2S) with CFG++ (Lu et al. 2022; Chung et al. 2024), ComfyUI 0.3.64's variant.
+
+    Each exponential-integrator update starts from x shifted by the guidance (cfg x0 - uncond x0) and
+    extrapolates with the guided x0. The shift is re-read after the midpoint evaluation, so the final
+    update of a step uses the midpoint call's unconditional x0 next to the first call's guided x0
+    (ComfyUI reads its post-CFG capture after the second model call). The last step goes
+    to the guided x0 along the unconditional direction.
+    """
     noise = _noise_or_default(noise, x)
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i])
-        uncond = denoiser.uncond_denoised
-        guidance = denoised - uncond
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         _report(callback, i, x, denoised)
         if sigma_down == 0:
-            x = x + to_d(x, sigmas[i], uncond) * (sigma_down - sigmas[i])
+            x = denoised + to_d(x, sigmas[i], denoiser.uncond_denoised) * sigma_down
         else:
             t, t_next = _t(sigmas[i]), _t(sigma_down)
             h = t_next - t
             s = t + 0.5 * h
-            x_2 = (_sigma(s) / _sigma(t)) * x - (-h * 0.5).expm1() * uncond
-            denoiser(x_2, _sigma(s))
-            uncond_2 = denoiser.uncond_denoised
-            x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * uncond_2
+            shifted = x + (denoised - denoiser.uncond_denoised)
+            x_mid = (_sigma(s) / _sigma(t)) * shifted - (-0.5 * h).expm1() * denoised
+            denoised_mid = denoiser(x_mid, _sigma(s))
+            shifted = x + (denoised - denoiser.uncond_denoised)  # uncond x0 of the midpoint call
+            x = (_sigma(t_next) / _sigma(t)) * shifted - (-h).expm1() * denoised_mid
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        x += guidance
     return x
 
 

@@ -83,10 +83,10 @@ def encode_tokens(clip: ClipModel, tokens: Tokens) -> list[ConditioningEntry]:
     encoder = clip.text_encoder
     transformer = _transformer(encoder)
     layer = _check_layer(clip.layer, encoder)
-    config = getattr(encoder, "config", None)
-    length = _check_tokens(tokens, getattr(config, "max_position_embeddings", None))
     if len(tokens.weights) != len(tokens.ids):
         raise ValueError(f"TOKENS has {len(tokens.ids)} id chunks but {len(tokens.weights)} weight chunks")
+    config = getattr(encoder, "config", None)
+    length = _check_tokens(tokens, getattr(config, "max_position_embeddings", None))
 
     first_param = next(encoder.parameters())
     device = torch.device(clip.device) if clip.device is not None else first_param.device

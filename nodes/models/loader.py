@@ -1,0 +1,359 @@
+"""load_checkpoint / load_vae: SD 1.x, SD 2.x and sdgraph single files, and diffusers folders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..values import ClipModel, DiffusionModel, LatentFormat, VaeModel
+from . import configs
+from .build import empty_text_encoder, empty_unet, empty_vae, fill
+from .convert import (
+    CLIP_PREFIX,
+    OPENCLIP_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    hf_clip_to_module_names,
+    ldm_unet_to_diffusers,
+    ldm_vae_to_diffusers,
+    openclip_to_hf,
+    strip_prefix,
+)
+from .detect import CheckpointInfo, detect_checkpoint, ignored_on_purpose, sniff_other_kind
+from .errors import CheckpointError
+from .files import TensorFile, _one_line
+from .sdgraph_format import DIFFUSERS_UNET_PREFIX, DIFFUSERS_VAE_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelConfigs:
+    """Everything needed to build the three modules and describe how the model samples."""
+
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text_encoder: dict[str, Any]
+    prediction_type: str
+    latent_scale_factor: float
+    clip_pad_id: int
+    clip_layer: int = -1
+    schedule: dict[str, Any] = field(default_factory=dict)
+
+
+def configs_for(info: CheckpointInfo, shapes: Mapping[str, Any] | None = None) -> ModelConfigs:
+    """The configs for a detected checkpoint: shipped ones for SD 1.x/2.x, the file's own for sdgraph."""
+    if info.family == "sdgraph":
+        c = info.sdgraph_config or {}
+        vae = dict(c["vae"])
+        return ModelConfigs(
+            unet=dict(c["unet"]),
+            vae=vae,
+            text_encoder=dict(c["text_encoder"]),
+            prediction_type=info.prediction_type,
+            latent_scale_factor=float(c.get("latent_scale_factor", vae.get("scaling_factor") or 0.18215)),
+            clip_pad_id=int(c.get("clip_pad_id", configs.CLIP_EOS_ID)),
+            clip_layer=int(c.get("clip_layer", -1)),
+            schedule={
+                k: c[k] for k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps") if k in c
+            },
+        )
+    family_dir = configs.SD15_DIR if info.family == "sd1" else configs.SD21V_DIR
+    unet = configs.component_config(family_dir, "unet")
+    vae = configs.component_config(family_dir, "vae")
+    te = configs.component_config(family_dir, "text_encoder")
+    sched = configs.component_config(family_dir, "scheduler")
+    sched.pop("prediction_type", None)
+    clip_layer, pad = -1, configs.CLIP_EOS_ID
+    if info.family == "sd2":
+        # Keep every OpenCLIP layer the file has (24 for SD 2.x) and stop at the penultimate one, as
+        # ComfyUI does, so CLIPSetLastLayer means the same thing here as there.
+        if shapes is not None:
+            te["num_hidden_layers"] = _count_openclip_layers(shapes) or te["num_hidden_layers"]
+        clip_layer, pad = -2, configs.OPENCLIP_PAD_ID
+        unet["sample_size"] = 96 if info.prediction_type == "v_prediction" else 64
+    return ModelConfigs(
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        prediction_type=info.prediction_type,
+        latent_scale_factor=float(vae.get("scaling_factor") or 0.18215),
+        clip_pad_id=pad,
+        clip_layer=clip_layer,
+        schedule=sched,
+    )
+
+
+def _count_openclip_layers(shapes: Mapping[str, Any]) -> int:
+    prefix = OPENCLIP_PREFIX + "transformer.resblocks."
+    layers = {int(k[len(prefix) :].split(".")[0]) for k in shapes if k.startswith(prefix)}
+    return max(layers) + 1 if layers else 0
+
+
+@dataclass
+class Converted:
+    """A checkpoint's tensors split per module with the modules' own names, and what was left."""
+
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text_encoder: dict[str, Any]  # HF names with the `text_model.` level (see hf_clip_to_module_names)
+    ignored: list[str] = field(default_factory=list)  # skipped on purpose
+    unused: list[str] = field(default_factory=list)  # neither consumed nor known: logged
+
+
+def convert_state_dict(sd: Mapping[str, Any], info: CheckpointInfo, cfg: ModelConfigs) -> Converted:
+    """Split and rename a full checkpoint's tensors (works with meta tensors)."""
+    ignored = [k for k in sd if ignored_on_purpose(k)]
+    consumed: set[str] = set(ignored)
+
+    if any(k.startswith(UNET_PREFIX) for k in sd):
+        src = strip_prefix(sd, UNET_PREFIX)
+        unet = ldm_unet_to_diffusers(src, cfg.unet)
+        if len(unet) != len(src):
+            log.warning("UNet conversion used %d of %d tensors", len(unet), len(src))
+        consumed |= {UNET_PREFIX + k for k in src}
+    else:
+        unet = strip_prefix(sd, DIFFUSERS_UNET_PREFIX)
+        consumed |= {DIFFUSERS_UNET_PREFIX + k for k in unet}
+
+    if any(k.startswith(VAE_PREFIX) for k in sd):
+        src = strip_prefix(sd, VAE_PREFIX)
+        vae = ldm_vae_to_diffusers(src, cfg.vae)
+        consumed |= {VAE_PREFIX + k for k in src}
+    else:
+        vae = strip_prefix(sd, DIFFUSERS_VAE_PREFIX)
+        consumed |= {DIFFUSERS_VAE_PREFIX + k for k in vae}
+
+    if any(k.startswith(OPENCLIP_PREFIX) for k in sd):
+        src = {
+            k: v
+            for k, v in strip_prefix(sd, OPENCLIP_PREFIX).items()
+            if not ignored_on_purpose(OPENCLIP_PREFIX + k)
+        }
+        text, skipped = openclip_to_hf(src, int(cfg.text_encoder["num_hidden_layers"]))
+        consumed |= {OPENCLIP_PREFIX + k for k in src}
+        ignored += [OPENCLIP_PREFIX + k for k in skipped]
+    else:
+        src = {
+            k: v for k, v in strip_prefix(sd, CLIP_PREFIX).items() if not ignored_on_purpose(CLIP_PREFIX + k)
+        }
+        text = {
+            (k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k): v
+            for k, v in src.items()
+        }
+        consumed |= {CLIP_PREFIX + k for k in src}
+
+    unused = [k for k in sd if k not in consumed]
+    return Converted(unet, vae, text, ignored, unused)
+
+
+def build_modules(conv: Converted, cfg: ModelConfigs, filename: str, device: Any):
+    """Meta-build the three modules and assign the converted tensors."""
+    unet = fill(empty_unet(cfg.unet), conv.unet, what="UNet", filename=filename, device=device)
+    vae = fill(empty_vae(cfg.vae), conv.vae, what="VAE", filename=filename, device=device)
+    te = empty_text_encoder(cfg.text_encoder)
+    text = hf_clip_to_module_names(conv.text_encoder, set(te.state_dict()))
+    te = fill(te, text, what="text encoder", filename=filename, device=device)
+    return unet, vae, te
+
+
+def _latent_format(vae_config: Mapping[str, Any], scale: float) -> LatentFormat:
+    return LatentFormat(
+        channels=int(vae_config.get("latent_channels", 4)),
+        scale_factor=float(scale),
+        shift=float(vae_config.get("shift_factor") or 0.0),
+        downscale=2 ** (len(vae_config.get("block_out_channels", (0, 0, 0, 0))) - 1),
+    )
+
+
+def _package(unet, vae, te, cfg: ModelConfigs, name: str, device: Any, dtype: Any):
+    fmt = _latent_format(cfg.vae, cfg.latent_scale_factor)
+    dev = torch.device(device)
+    model = DiffusionModel(
+        unet=unet,
+        alphas_cumprod=configs.alphas_cumprod_from_scheduler_config(cfg.schedule),
+        prediction_type=cfg.prediction_type,
+        latent_format=fmt,
+        dtype=dtype,
+        device=dev,
+        name=name,
+    )
+    clip = ClipModel(
+        tokenizer=configs.clip_tokenizer(),
+        text_encoder=te,
+        layer=cfg.clip_layer,
+        pad_id=cfg.clip_pad_id,
+        dtype=dtype,
+        device=dev,
+        name=name,
+    )
+    return model, clip, VaeModel(vae=vae, latent_format=fmt, dtype=dtype, device=dev, name=name)
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Detect what a checkpoint file holds without loading its weights (reads the header only)."""
+    with TensorFile(path) as f:
+        return detect_checkpoint(f.shapes, f.metadata, f.get, f.name)
+
+
+def load_checkpoint(
+    path: str | Path, *, device: Any = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[DiffusionModel, ClipModel, VaeModel]:
+    """Load a full SD checkpoint: a .safetensors / weights-only .ckpt single file (SD 1.x, SD 2.x or
+    sdgraph format), or a diffusers folder (a directory with model_index.json).
+
+    Returns (MODEL, CLIP, VAE) with every module in `dtype` on `device`, in eval mode, without grads.
+    Raises CheckpointError (one line, naming the file) for anything it cannot load.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            return _load_diffusers_folder(path, device, dtype)
+        raise CheckpointError(f'"{path}" is a folder without model_index.json (not a diffusers model folder)')
+    with TensorFile(path) as f:
+        info = detect_checkpoint(f.shapes, f.metadata, f.get, f.name)
+        cfg = configs_for(info, f.shapes)
+        wanted = [k for k in f.shapes if not ignored_on_purpose(k)]
+        sd = f.read(wanted, dtype=dtype, device=device)
+    try:
+        conv = convert_state_dict(sd, info, cfg)
+    except (KeyError, IndexError, RuntimeError) as e:
+        raise CheckpointError(
+            f'"{path.name}" ({info.description}): tensor names do not convert: {_one_line(e)}'
+        ) from None
+    del sd
+    if conv.unused:
+        log.warning("%s: %d tensors not used (e.g. %s)", path.name, len(conv.unused), conv.unused[0])
+    unet, vae, te = build_modules(conv, cfg, path.name, device)
+    return _package(unet, vae, te, cfg, path.stem, device, dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# diffusers folders
+
+
+def _from_pretrained(what: str, folder: Path, fn, **kwargs):
+    try:
+        return fn(str(folder), local_files_only=True, **kwargs)
+    except CheckpointError:
+        raise
+    except Exception as e:  # diffusers/transformers raise OSError, ValueError, EnvironmentError…
+        raise CheckpointError(f'"{folder}": cannot load the {what}: {_one_line(e)}') from None
+
+
+def _load_diffusers_folder(path: Path, device: Any, dtype: torch.dtype):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    index = configs.read_json(path / "model_index.json")
+    if "text_encoder_2" in index or "StableDiffusionXL" in str(index.get("_class_name", "")):
+        raise CheckpointError(f'"{path.name}" is an SDXL diffusers folder; SDXL is not supported yet')
+    missing = [c for c in ("unet", "vae", "text_encoder") if not (path / c).is_dir()]
+    if missing:
+        raise CheckpointError(f'"{path.name}": diffusers folder lacks {", ".join(missing)}/')
+    unet = _from_pretrained("UNet", path / "unet", UNet2DConditionModel.from_pretrained, torch_dtype=dtype)
+    vae = _from_pretrained("VAE", path / "vae", AutoencoderKL.from_pretrained, torch_dtype=dtype)
+    te = _from_pretrained("text encoder", path / "text_encoder", CLIPTextModel.from_pretrained, dtype=dtype)
+    if int(unet.config.in_channels) != 4:
+        raise CheckpointError(
+            f'"{path.name}": {unet.config.in_channels}-channel UNet (inpainting or similar); only 4-channel models are supported yet'
+        )
+    sched_file = path / "scheduler" / "scheduler_config.json"
+    sched = configs.read_json(sched_file) if sched_file.is_file() else {}
+    pad_id = configs.CLIP_EOS_ID
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        tok_file = path / "tokenizer" / name
+        if tok_file.is_file():
+            pad = configs.read_json(tok_file).get("pad_token")
+            pad = pad.get("content") if isinstance(pad, dict) else pad
+            if pad == "!":
+                pad_id = configs.OPENCLIP_PAD_ID
+            break
+    for m in (unet, vae, te):
+        m.to(device=device)
+        m.eval()
+        m.requires_grad_(False)
+    cfg = ModelConfigs(
+        unet=dict(unet.config),
+        vae=dict(vae.config),
+        text_encoder=te.config.to_dict(),
+        prediction_type=str(sched.get("prediction_type", "epsilon")),
+        latent_scale_factor=float(vae.config.get("scaling_factor") or 0.18215),
+        clip_pad_id=pad_id,
+        clip_layer=-1,
+        schedule=sched,
+    )
+    return _package(unet, vae, te, cfg, path.name, device, dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# VAE
+
+
+def load_vae(path: str | Path, *, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> VaeModel:
+    """Load a standalone VAE for VAELoader.
+
+    Accepts: a .safetensors/.ckpt with LDM names (plain `encoder.down.0…` or under
+    `first_stage_model.`, so a full checkpoint's VAE works too), with diffusers names
+    (`encoder.down_blocks…`), an sdgraph file (its own VAE config), or a diffusers folder (a VAE
+    folder with config.json, or a pipeline folder with vae/). Non-sdgraph files use SD's VAE config.
+    """
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "vae" if (path / "model_index.json").is_file() else path
+        if not (folder / "config.json").is_file():
+            raise CheckpointError(
+                f'"{path}" is a folder without a VAE config.json (not a diffusers VAE folder)'
+            )
+        vae = _from_pretrained("VAE", folder, AutoencoderKL.from_pretrained, torch_dtype=dtype)
+        vae.to(device=device).eval().requires_grad_(False)
+        fmt = _latent_format(dict(vae.config), float(vae.config.get("scaling_factor") or 0.18215))
+        return VaeModel(vae=vae, latent_format=fmt, dtype=dtype, device=torch.device(device), name=path.name)
+
+    with TensorFile(path) as f:
+        names = list(f.shapes)
+        scale = None
+        if "sdgraph.config" in f.metadata:
+            info = detect_checkpoint(f.shapes, f.metadata, f.get, f.name)
+            config = dict(info.sdgraph_config["vae"])
+            scale = info.sdgraph_config.get("latent_scale_factor")
+        else:
+            config = configs.component_config(configs.SD15_DIR, "vae")
+        if any(n.startswith(VAE_PREFIX) for n in names):
+            prefix, layout = VAE_PREFIX, "ldm"
+        elif any(n.startswith("encoder.down.") for n in names):
+            prefix, layout = "", "ldm"
+        elif any(n.startswith(DIFFUSERS_VAE_PREFIX + "encoder.") for n in names):
+            prefix, layout = DIFFUSERS_VAE_PREFIX, "diffusers"
+        elif any(n.startswith("encoder.down_blocks.") for n in names):
+            prefix, layout = "", "diffusers"
+        else:
+            other = sniff_other_kind(names)
+            why = f"it looks like {other}" if other and "VAE" not in other else f"found {_describe(names)}"
+            raise CheckpointError(f'"{f.name}" is not a VAE: {why}')
+        wanted = [
+            n
+            for n in names
+            if n.startswith(prefix) and not n[len(prefix) :].startswith(("loss.", "model_ema."))
+        ]
+        sd = strip_prefix(f.read(wanted, dtype=dtype, device=device), prefix)
+    if layout == "ldm":
+        sd = ldm_vae_to_diffusers(sd, config)
+    vae = fill(empty_vae(config), sd, what="VAE", filename=path.name, device=device)
+    fmt = _latent_format(
+        config, float(scale if scale is not None else (config.get("scaling_factor") or 0.18215))
+    )
+    return VaeModel(vae=vae, latent_format=fmt, dtype=dtype, device=torch.device(device), name=path.stem)
+
+
+def _describe(names):
+    from .detect import describe_keys
+
+    return describe_keys(names)
