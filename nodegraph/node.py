@@ -51,6 +51,7 @@ class Input:
     optional: bool = False
     # "link" means the editor shows a socket by default even for a widget type.
     link_only: bool = False
+    empty_hint: str = ""  # what to do when a dynamic choice list is empty ("put files in …")
 
     @property
     def is_widget(self) -> bool:
@@ -118,11 +119,11 @@ def Bool(name: str, default: bool = False, *, tooltip: str = "", optional: bool 
 
 
 def Choice(name: str, choices: Sequence[str] | Callable[[Any], Sequence[str]], default: str | None = None,
-           *, tooltip: str = "", optional: bool = False) -> Input:
+           *, tooltip: str = "", optional: bool = False, empty_hint: str = "") -> Input:
     if default is None and not callable(choices):
         default = list(choices)[0] if choices else ""
     return Input(name, T.COMBO, "" if default is None else default, choices=choices, tooltip=tooltip,
-                 optional=optional)
+                 optional=optional, empty_hint=empty_hint)
 
 
 def Link(name: str, type: T.SocketType, *, tooltip: str = "", optional: bool = False) -> Input:

@@ -209,7 +209,7 @@ def check_choices(cx: _Context) -> list[Problem]:
         options = spec.choice_list(cx.env)
         if value not in options:
             shown = ", ".join(options[:20]) + (f", … ({len(options)} in all)" if len(options) > 20 else "")
-            fix = f"choose one of: {shown}" if options else "there is nothing to choose from yet"
+            fix = f"choose one of: {shown}" if options else (spec.empty_hint or "there is nothing to choose from yet")
             hint = _suggest(value, options)
             out.append(_problem("choice", node, f'input "{spec.name}" = {value!r} is not one of the choices',
                                 f"{hint} {fix}".strip() if hint else fix, spec.name))

@@ -53,7 +53,8 @@ class LoadImage(Node):
     """Load an image from the input folder; its alpha channel becomes a MASK (1 where transparent)."""
 
     category = "image"
-    inputs = [Choice("image", _input_images, tooltip="a file in the input folder (--input-dir)")]
+    inputs = [Choice("image", _input_images, tooltip="a file in the input folder (--input-dir)",
+                     empty_hint="no images found: put a PNG or JPEG in the input folder (input/ or --input-dir)")]
     outputs = [Output("IMAGE", T.IMAGE), Output("MASK", T.MASK)]
 
     @classmethod

@@ -52,7 +52,9 @@ class CheckpointLoaderSimple(Node):
 
     category = "loaders"
     inputs = [Choice("ckpt_name", _choices("checkpoints"),
-                     tooltip="a .safetensors/.ckpt file or a diffusers folder in models/checkpoints")]
+                     tooltip="a .safetensors/.ckpt file or a diffusers folder in models/checkpoints",
+                     empty_hint="no checkpoints found: put a .safetensors file or a diffusers folder in "
+                                "models/checkpoints, or pass --models-dir / --extra-model-paths")]
     outputs = [Output("MODEL", T.MODEL), Output("CLIP", T.CLIP), Output("VAE", T.VAE)]
 
     @classmethod
@@ -77,7 +79,8 @@ class VAELoader(Node):
     """Load a VAE on its own, to decode with a different autoencoder than the checkpoint's."""
 
     category = "loaders"
-    inputs = [Choice("vae_name", _choices("vae"), tooltip="a VAE file or diffusers VAE folder in models/vae")]
+    inputs = [Choice("vae_name", _choices("vae"), tooltip="a VAE file or diffusers VAE folder in models/vae",
+                     empty_hint="no VAEs found: put a VAE .safetensors file in models/vae")]
     outputs = [Output("VAE", T.VAE)]
 
     @classmethod

@@ -129,11 +129,12 @@ def test_nodes_lists_declarations(tmp_path):
     assert "Steps(x:FLOAT=0.0, steps:INT=3, delay:FLOAT=0.0) -> x:FLOAT" in text
 
 
-@pytest.mark.parametrize("command", [["nodes"], ["validate", "x.json"]])
+@pytest.mark.parametrize("command", [["nodes"], ["validate", "workflows/txt2img.json"],
+                                     ["validate", "workflows/txt2img.api.json"]])
 def test_headless_commands_import_no_torch_or_qt(tmp_path, command):
     probe = ("import sys, runpy; sys.argv = ['main.py', *sys.argv[1:]];\n"
              "try:\n    runpy.run_path('main.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "heavy = [m for m in ('torch', 'PySide6', 'diffusers', 'transformers') if m in sys.modules]\n"
+             "heavy = [m for m in ('torch', 'PySide6', 'diffusers', 'transformers', 'safetensors') if m in sys.modules]\n"
              "print('HEAVY', heavy)")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", probe, *command], cwd=REPO, env=env, capture_output=True,
