@@ -19,9 +19,9 @@ import torch
 
 from nodegraph import NodeInputError
 
+from .env import REPO
 from .models.configs import read_json
 from .values import ConditioningEntry, DiffusionModel, Latent
-from .env import REPO
 
 SD_SCHEDULER_CONFIG = REPO / "nodes" / "configs" / "sd15" / "scheduler" / "scheduler_config.json"
 SIGMA_FLAGS = {"karras": "use_karras_sigmas", "exponential": "use_exponential_sigmas", "beta": "use_beta_sigmas"}

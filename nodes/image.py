@@ -34,8 +34,8 @@ class VAEEncode(Node):
     outputs = [Output("LATENT", T.LATENT)]
 
     def run(self, ctx, pixels, vae):
-        from nodes.values import Latent
         from nodes.vae_ops import encode
+        from nodes.values import Latent
 
         return (Latent(encode(vae, pixels, check=ctx.check_cancelled)),)
 

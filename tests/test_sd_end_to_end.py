@@ -145,8 +145,8 @@ def test_unreadable_and_wrong_kind_files_get_one_line_errors(model_dirs, tmp_pat
     models = tmp_path / "models" / "checkpoints"
     models.mkdir(parents=True)
     (models / "broken.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 4)},
               str(models / "a-lora.safetensors"))
@@ -155,7 +155,7 @@ def test_unreadable_and_wrong_kind_files_get_one_line_errors(model_dirs, tmp_pat
         result = Executor(REGISTRY, env=env).run(txt2img_graph(name))
         assert result.status == "error"
         message = result.error.message
-        assert message.startswith(f"node 1 (CheckpointLoaderSimple): ") and name in message
+        assert message.startswith("node 1 (CheckpointLoaderSimple): ") and name in message
         assert "\n" not in message and "Traceback" not in message
     assert "LoRA" in message
 
