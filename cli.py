@@ -186,22 +186,31 @@ class ProgressPrinter:
         self.stream.flush()
 
 
-def _load(path: Path, registry, strict: bool):
+class _Invalid(Exception):
+    """The workflow could not be read; its problems were printed."""
+
+
+def _open(args):
+    """(env, registry, graph) for a command that takes a workflow file."""
+    from nodegraph import WorkflowError
     from nodegraph.workflow import load_workflow
-
-    return load_workflow(path, registry, strict=strict)
-
-
-def cmd_validate(args) -> int:
-    from nodegraph import WorkflowError, validate
 
     env = make_env(args)
     registry = load_registry(args.node_package)
     try:
-        graph = _load(args.workflow, registry, strict=False)
+        graph = load_workflow(args.workflow, registry, strict=False)
     except WorkflowError as e:
-        _print_workflow_error(e)
-        return EXIT_INVALID
+        where = f"{e.source}: " if e.source else ""
+        for problem in e.problems:
+            print(f"{where}{problem}")
+        raise _Invalid from None
+    return env, registry, graph
+
+
+def cmd_validate(args) -> int:
+    from nodegraph import validate
+
+    env, registry, graph = _open(args)
     problems = validate(graph, registry, env)
     for p in problems:
         print(p)
@@ -212,22 +221,10 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-def _print_workflow_error(e) -> None:
-    where = f"{e.source}: " if e.source else ""
-    for problem in e.problems:
-        print(f"{where}{problem}")
-
-
 def cmd_run(args) -> int:
-    from nodegraph import CancelToken, Executor, WorkflowError, validate
+    from nodegraph import CancelToken, Executor, validate
 
-    env = make_env(args)
-    registry = load_registry(args.node_package)
-    try:
-        graph = _load(args.workflow, registry, strict=False)
-    except WorkflowError as e:
-        _print_workflow_error(e)
-        return EXIT_INVALID
+    env, registry, graph = _open(args)
     for text in args.set:
         node_id, name, value = parse_override(text, graph, registry)
         graph.nodes[node_id].values[name] = value
@@ -262,6 +259,8 @@ def cmd_run(args) -> int:
     if result.status != "ok":
         if result.error is not None and os.environ.get("SDGRAPH_TRACEBACK"):
             print(result.error.traceback, file=sys.stderr)
+        elif result.error is not None:
+            print("(for the Python traceback, run again with SDGRAPH_TRACEBACK=1)", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 
@@ -306,6 +305,8 @@ def main(argv: list[str]) -> int:
         code = handler(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    except _Invalid:
         return EXIT_INVALID
     if os.environ.get("SDGRAPH_TIMING"):
         print(f"[{time.perf_counter() - started:.2f}s]", file=sys.stderr)

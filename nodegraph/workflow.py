@@ -92,12 +92,7 @@ def from_native(data: Any, registry: Registry | None = None, *, strict: bool = T
                                 f"found {json.dumps(link)[:60]}")
                 continue
             graph.nodes[node_id].links[name] = parsed
-    _check_links_exist(graph, problems)
-    if strict and registry is not None:
-        problems.extend(unknown_names(graph, registry))
-    if problems:
-        raise WorkflowError(problems)
-    return graph
+    return _finish(graph, registry, problems, strict)
 
 
 def _parse_link(link: Any) -> tuple[str, int] | None:
@@ -106,6 +101,16 @@ def _parse_link(link: Any) -> tuple[str, int] | None:
             and link[1] >= 0):
         return str(link[0]), link[1]
     return None
+
+
+def _finish(graph: Graph, registry: Registry | None, problems: list[str], strict: bool) -> Graph:
+    """The checks every reader ends with; raise once with everything found."""
+    _check_links_exist(graph, problems)
+    if strict and registry is not None:
+        problems.extend(unknown_names(graph, registry))
+    if problems:
+        raise WorkflowError(problems)
+    return graph
 
 
 def _check_links_exist(graph: Graph, problems: list[str]) -> None:
@@ -185,12 +190,7 @@ def from_comfy_api(data: Any, registry: Registry | None = None, *, strict: bool 
             graph.nodes[node_id].links[name] = link
         else:
             graph.nodes[node_id].values[name] = value
-    _check_links_exist(graph, problems)
-    if strict and registry is not None:
-        problems.extend(unknown_names(graph, registry))
-    if problems:
-        raise WorkflowError(problems)
-    return graph
+    return _finish(graph, registry, problems, strict)
 
 
 # -- files -------------------------------------------------------------------------------------
