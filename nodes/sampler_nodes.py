@@ -99,3 +99,25 @@ class DiffusersSampler(Node):
                                      scheduler_class=scheduler_class, sigmas=sigmas, denoise=denoise,
                                      callback=step_callback(ctx))
         return (replace(latent_image, samples=samples, noise_mask=None),)
+
+
+@register
+class ShowNoiseLevels(Node):
+    """Show the noise levels (sigmas) a KSampler with these settings steps through, from the first,
+    noisiest one down to 0 — what "scheduler" and "denoise" change."""
+
+    category = "sampling"
+    output_node = True
+    inputs = [Link("model", T.MODEL), Int("steps", 20, min=1, max=10000),
+              Choice("sampler_name", list(SAMPLERS), "euler"), Choice("scheduler", list(SCHEDULERS), "normal"),
+              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)]
+    outputs = [Output("text", T.STRING)]
+
+    def run(self, ctx, model, steps, sampler_name, scheduler, denoise):
+        from nodegraph import NodeOutput
+        from nodes.sampling.ksampler import sigmas_for
+
+        sigmas = [float(s) for s in sigmas_for(model, scheduler, sampler_name, steps, denoise)]
+        lines = [f"step {i + 1:>3}: sigma {a:9.4f} → {b:9.4f}" for i, (a, b) in enumerate(zip(sigmas, sigmas[1:]))]
+        text = "\n".join(lines) or "no steps: denoise is 0"
+        return NodeOutput((text,), {"text": lines or [text]})

@@ -175,3 +175,17 @@ def test_save_image_prefix_cannot_leave_the_output_folder(model_dirs):
     assert result.status == "error"
     assert "would write outside the output folder" in result.error.message
     assert not list(model_dirs.parent.glob("escape*"))
+
+
+def test_noise_levels_node_shows_the_schedule_a_learner_asks_about(model_dirs):
+    from nodegraph import Graph
+
+    graph = Graph(REGISTRY)
+    graph.add_node("CheckpointLoaderSimple", "1", {"ckpt_name": "tiny.safetensors"})
+    graph.add_node("ShowNoiseLevels", "2", {"steps": 4, "scheduler": "karras"})
+    graph.connect("1", 0, "2", "model")
+    result = Executor(REGISTRY, env=env_for(model_dirs)).run(graph)
+    lines = result.ui["2"]["text"]
+    assert len(lines) == 4
+    assert lines[0].startswith("step   1: sigma   14.6146 →")
+    assert lines[-1].endswith("→    0.0000")
