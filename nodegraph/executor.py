@@ -181,7 +181,9 @@ class Executor:
             if problems:
                 for p in problems:
                     self.bus.emit(ev.NodeError(p.node_id, p.node_type, str(p), "", p.input))
-                return RunResult("invalid", problems=problems)
+                seconds = time.perf_counter() - start
+                self.bus.emit(ev.GraphFinished("invalid", 0, 0, seconds))
+                return RunResult("invalid", problems=problems, seconds=seconds)
         plan = self.plan(graph, outputs)
         self._run_counter += 1
         self.bus.emit(ev.GraphStarted(self._run_counter, plan.to_run, plan.cached))

@@ -179,6 +179,14 @@ class Graph:
         self.node(node_id).ui.update(ui)
         self._notify("ui_changed", node_id, detail=dict(ui))
 
+    def unset_ui(self, node_id: str, *keys: str) -> None:
+        ui = self.node(node_id).ui
+        gone = [k for k in keys if k in ui]
+        for key in gone:
+            del ui[key]
+        if gone:
+            self._notify("ui_changed", node_id, detail=dict.fromkeys(gone))
+
     def set_graph_ui(self, **ui: Any) -> None:
         self.ui.update(ui)
         self._notify("graph_ui_changed", detail=dict(ui))

@@ -1,0 +1,152 @@
+"""Render editor screenshots to docs/screenshots/ (offscreen, no display needed).
+
+    python tools/screenshots.py                 toy nodes, a demo graph (works without models)
+    python tools/screenshots.py --real          the SD nodes (REGISTRY.discover("nodes")) and
+                                                workflows/default.json, run if --run is given
+
+Writes editor_after_run.png, node_search.png and error_state.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("SDGRAPH_DATA_DIR", tempfile.mkdtemp(prefix="sdgraph-shots-"))
+
+
+_KEEP: list = []
+
+
+def wait(app, cond, timeout=60.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def toy_graph(window) -> dict[str, str]:
+    ed = window.editor
+    ids = {}
+    ids["text"] = ed.add_node("Text", (-40, -260))
+    ids["show_text"] = ed.add_node("Show", (300, -260))
+    ids["seed"] = ed.add_node("SeedNode", (-40, 0))
+    ids["grad"] = ed.add_node("Gradient", (300, 0))
+    ids["save"] = ed.add_node("SaveImageToy", (640, 0))
+    ids["num"] = ed.add_node("Number", (-40, 220))
+    ids["steps"] = ed.add_node("Steps", (300, 300))
+    ids["show"] = ed.add_node("Show", (640, 330))
+    ed.set_value(ids["text"], "text", "a red circle on a white table,\nstudio light")
+    ed.connect(ids["text"], 0, ids["show_text"], "value")
+    ed.set_as_socket(ids["grad"], "hue", True)
+    ed.connect(ids["seed"], 0, ids["grad"], "hue")
+    ed.set_value(ids["seed"], "seed", 1)
+    ed.set_seed_mode(ids["seed"], "seed", "increment")
+    ed.connect(ids["grad"], 0, ids["save"], "image")
+    ed.connect(ids["num"], 0, ids["steps"], "x")
+    ed.connect(ids["steps"], 0, ids["show"], "value")
+    ed.set_value(ids["steps"], "steps", 12)
+    ed.set_value(ids["steps"], "delay", 0.01)
+    ed.rename(ids["steps"], "Count (Steps)")
+    return ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="render editor screenshots")
+    p.add_argument("--real", action="store_true", help="use the SD nodes and --workflow")
+    p.add_argument("--workflow", default=str(REPO / "workflows" / "default.json"))
+    p.add_argument("--run", action="store_true", help="with --real: run the workflow before the shot")
+    p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    p.add_argument("--size", default="1500x900")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from PySide6.QtCore import QPointF
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    from nodes.env import Env
+    from ui import theme
+    from ui.main_window import MainWindow
+
+    theme.apply(app)
+    workdir = Path(tempfile.mkdtemp(prefix="sdgraph-shots-out-"))
+    if args.real:
+        from nodegraph import REGISTRY
+
+        REGISTRY.discover("nodes")
+        registry, env = REGISTRY, Env(output_dir=workdir)
+    else:
+        from tests.test_ui_support import ui_registry
+
+        registry, env = ui_registry(), Env(output_dir=workdir, models_dir=workdir / "models")
+    w, h = (int(v) for v in args.size.split("x"))
+    window = MainWindow(registry, env)
+    window.quiet_errors = True
+    window.ask_unsaved = lambda: "discard"
+    window.resize(w, h)
+    window.show()
+    wait(app, lambda: window.windowHandle() is not None and window.windowHandle().isExposed(), 5)
+
+    if args.real:
+        if not window.open_path(args.workflow, ask=False):
+            print(f"cannot open {args.workflow}: {window.statusBar().currentMessage()}", file=sys.stderr)
+            return 1
+        if args.run:
+            job = window.run()
+            wait(app, lambda: job.finished, 600)
+        ids = {}
+    else:
+        ids = toy_graph(window)
+        job = window.run()
+        wait(app, lambda: job.finished, 60)
+        window.run_view.clear()
+    window.view.fit_all()
+    wait(app, lambda: False, 0.3)
+    window.grab().save(str(out / "editor_after_run.png"))
+
+    # node search, opened from a link dragged out of an output onto empty canvas
+    if ids:
+        window.scene.begin_link_drag(window.scene.nodes[ids["grad"]].outputs[0], QPointF(560, 180))
+        window.scene.end_link_drag(QPointF(560, 180))
+    else:
+        window.open_search(window.view.mapToScene(window.view.viewport().rect().center()), None)
+    wait(app, lambda: False, 0.2)
+    window.grab().save(str(out / "node_search.png"))
+    window.search.hide()
+
+    # error state: a failing node and a validation problem
+    if not args.real:
+        ed = window.editor
+        fail = ed.add_node("Fail", (640, 560))
+        ed.connect(ids["steps"], 0, fail, "x")
+        bad = ed.add_node("Show", (980, 560))
+        ed.connect(fail, 0, bad, "value")
+        job = window.run()
+        wait(app, lambda: job.finished, 60)
+        window.view.fit_all()
+    else:
+        window.run_view.validate_now()
+    wait(app, lambda: False, 0.3)
+    window.grab().save(str(out / "error_state.png"))
+    for name in ("editor_after_run", "node_search", "error_state"):
+        print(out / f"{name}.png")
+    window.close()
+    app.processEvents()
+    _KEEP.extend([app, window])  # let the interpreter tear Qt down in its own order
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

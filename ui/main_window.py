@@ -1,0 +1,357 @@
+"""The main window: canvas in the middle, queue/gallery/problems docks, menus with shortcuts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QProgressBar,
+)
+
+from . import files
+from .documents import DocumentMixin
+from .editor import CLIP_MIME, Editor
+from .panels import GalleryPanel, ProblemsPanel, QueuePanel
+from .run_view import RunView
+from .runner import Runner
+from .scene import GraphScene
+from .search import NodeSearch
+from .view import GraphView
+
+AUTOSAVE_MS = int(os.environ.get("SDGRAPH_AUTOSAVE_MS", "30000"))
+
+
+class MainWindow(DocumentMixin, QMainWindow):
+    def __init__(self, registry, env=None):
+        super().__init__()
+        self._restored_dirty = False
+        self.quiet_errors = False
+        self.editor = Editor(registry, env, self)
+        self.scene = GraphScene(self.editor, self)
+        self.view = GraphView(self.scene, self)
+        self.setCentralWidget(self.view)
+        self.search = NodeSearch(registry, self.view)
+        self.runner = Runner(registry, env, self)
+        self.autosave = files.Autosave()
+        self._build_docks()
+        self._build_status()
+        self._build_actions()
+        self.run_view = RunView(self)
+        self._unsubscribe = None
+        self._watch_graph(self.editor.graph)
+        self.editor.graph_replaced.connect(self._watch_graph)
+        self.editor.undo.cleanChanged.connect(self._clean_changed)
+        self.scene.search_requested.connect(self.open_search)
+        self.scene.canvas_menu_requested.connect(self._canvas_menu)
+        self.scene.node_menu_requested.connect(self._node_menu)
+        self.scene.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        self.view.search_key.connect(lambda p: self.open_search(p, None))
+        self.view.files_dropped.connect(self.files_dropped)
+        self.search.chosen.connect(self._search_chosen)
+        self.problems.node_activated.connect(self.center_on)
+        self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
+        self._autosave_timer.timeout.connect(self.autosave_now)
+        self._autosave_timer.start()
+        self.setAcceptDrops(True)
+        self.resize(1400, 860)
+        self._restore_layout()
+        self.update_title()
+
+    # -- construction -----------------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        self.queue, self.gallery, self.problems = QueuePanel(), GalleryPanel(), ProblemsPanel()
+        self.queue.cancel_requested.connect(self.runner.cancel)
+        docks = {}
+        for name, widget, area in (("Queue", self.queue, Qt.RightDockWidgetArea),
+                                   ("Gallery", self.gallery, Qt.RightDockWidgetArea),
+                                   ("Problems", self.problems, Qt.BottomDockWidgetArea)):
+            dock = QDockWidget(name, self)
+            dock.setObjectName(f"{name}Dock")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            docks[name] = dock
+        self.queue_dock, self.gallery_dock, self.problems_dock = docks["Queue"], docks["Gallery"], docks["Problems"]
+        self.resizeDocks([self.queue_dock, self.gallery_dock], [200, 520], Qt.Vertical)
+        self.resizeDocks([self.queue_dock], [300], Qt.Horizontal)
+        self.resizeDocks([self.problems_dock], [110], Qt.Vertical)
+
+    def _build_status(self) -> None:
+        self.progress_label = QLabel("Ready")
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(340)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.statusBar().addPermanentWidget(self.progress_label)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    def _act(self, menu: QMenu, text: str, slot, shortcut=None, *, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            act.setShortcuts([QKeySequence(k) for k in keys])
+        act.triggered.connect(lambda _c=False: slot())
+        if tip:
+            act.setStatusTip(tip)
+        menu.addAction(act)
+        self.addAction(act)  # shortcuts work even with the menu bar hidden
+        return act
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._act(f, "&New", self.new_document, QKeySequence.New)
+        self._act(f, "&Open…", self.open_dialog, QKeySequence.Open)
+        self.recent_menu = f.addMenu("Open &Recent")
+        self.rebuild_recent_menu()
+        self._act(f, "Import ComfyUI API JSON…", self.open_dialog, "Ctrl+I")
+        f.addSeparator()
+        self._act(f, "&Save", self.save, QKeySequence.Save)
+        self._act(f, "Save &As…", self.save_as, "Ctrl+Shift+S")
+        self._act(f, "Export ComfyUI API JSON…", self.export_comfy_api, "Ctrl+E")
+        f.addSeparator()
+        self._act(f, "&Quit", self.close, QKeySequence.Quit)
+        e = mb.addMenu("&Edit")
+        undo = self.editor.undo.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence.Undo)
+        redo = self.editor.undo.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        e.addActions([undo, redo])
+        self.addActions([undo, redo])
+        e.addSeparator()
+        self._act(e, "Cu&t", self.cut, QKeySequence.Cut)
+        self._act(e, "&Copy", self.copy, QKeySequence.Copy)
+        self._act(e, "&Paste", self.paste, QKeySequence.Paste)
+        self._act(e, "&Duplicate", self.duplicate, "Ctrl+D")
+        self._act(e, "De&lete", self.delete_selected, ["Del", "Backspace"])
+        self._act(e, "Select &All", self.select_all, QKeySequence.SelectAll)
+        e.addSeparator()
+        self._act(e, "Re&name Node", self.rename_selected, "F2")
+        self._act(e, "Collapse / Expand", self.toggle_collapse, "Alt+C")
+        align = e.addMenu("Align")
+        self._act(align, "Left Edges", lambda: self.align("left"), "Ctrl+Shift+Left")
+        self._act(align, "Right Edges", lambda: self.align("right"), "Ctrl+Shift+Right")
+        self._act(align, "Top Edges", lambda: self.align("top"), "Ctrl+Shift+Up")
+        self._act(align, "Distribute Horizontally", lambda: self.align("distribute"), "Ctrl+Shift+H")
+        v = mb.addMenu("&View")
+        self._act(v, "Add Node…\tTab / double-click", lambda: self.open_search(self._view_centre(), None))
+        self._act(v, "&Fit All", self.view.fit_all, ["F", "Home"])
+        self._act(v, "Zoom &In", lambda: self.view.set_zoom(self.view.zoom * 1.2), QKeySequence.ZoomIn)
+        self._act(v, "Zoom &Out", lambda: self.view.set_zoom(self.view.zoom / 1.2), QKeySequence.ZoomOut)
+        self._act(v, "Actual Size", lambda: self.view.set_zoom(1.0), "Ctrl+0")
+        v.addSeparator()
+        for dock, key in ((self.queue_dock, "Ctrl+1"), (self.gallery_dock, "Ctrl+2"), (self.problems_dock, "Ctrl+3")):
+            act = dock.toggleViewAction()
+            act.setShortcut(QKeySequence(key))
+            v.addAction(act)
+        r = mb.addMenu("&Run")
+        self.run_action = self._act(r, "&Run Workflow", self.run, ["Ctrl+Return", "Ctrl+Enter"])
+        self.cancel_action = self._act(r, "&Cancel Run", self.cancel, "Ctrl+.")
+        self.cancel_action.setEnabled(False)
+        self._act(r, "&Validate", lambda: self.run_view.validate_now(), "F7")
+        s = mb.addMenu("&Settings")
+        self._act(s, "Model Folder…", self.choose_models_dir, "Ctrl+,")
+        tb = self.addToolBar("Main")
+        tb.setObjectName("MainToolbar")
+        tb.setMovable(False)
+        tb.addActions([self.run_action, self.cancel_action])
+        tb.addSeparator()
+        stack = self.editor.undo
+        for text, act, signal, enabled in (("Undo", undo, stack.canUndoChanged, stack.canUndo()),
+                                           ("Redo", redo, stack.canRedoChanged, stack.canRedo())):
+            button_act = tb.addAction(text, act.trigger)
+            button_act.setToolTip(f"{text} ({act.shortcut().toString()})")
+            button_act.setEnabled(enabled)
+            signal.connect(button_act.setEnabled)
+
+    def _clean_changed(self, _clean: bool) -> None:
+        self.update_title()
+
+    # -- graph watching -----------------------------------------------------------------------------
+    def _watch_graph(self, graph) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+        self._unsubscribe = graph.subscribe(lambda ch: self.run_view.model_changed(ch))
+
+    # -- editing ------------------------------------------------------------------------------------
+    def _view_centre(self) -> QPointF:
+        return self.view.mapToScene(self.view.viewport().rect().center())
+
+    def open_search(self, scene_pos: QPointF, filt) -> None:
+        self.search.open_at(QPointF(self.view.mapFromScene(scene_pos)), scene_pos, filt)
+
+    def _search_chosen(self, type_name: str, scene_pos: QPointF, filt) -> None:
+        kwargs = {}
+        if filt and "output" in filt:
+            kwargs["link_from"] = filt["output"]
+        elif filt and "input" in filt:
+            kwargs["link_to"] = filt["input"]
+            scene_pos = scene_pos - QPointF(260, 0)
+        nid = self.editor.add_node(type_name, (scene_pos.x(), scene_pos.y()), **kwargs)
+        self.scene.clearSelection()
+        if nid in self.scene.nodes:
+            self.scene.nodes[nid].setSelected(True)
+
+    def delete_selected(self) -> None:
+        self.editor.delete(self.scene.selected_ids())
+
+    def select_all(self) -> None:
+        for item in self.scene.nodes.values():
+            item.setSelected(True)
+
+    def copy(self) -> None:
+        ids = self.scene.selected_ids()
+        if ids:
+            from PySide6.QtCore import QMimeData
+
+            mime = QMimeData()
+            text = self.editor.copy_text(ids)
+            mime.setData(CLIP_MIME, text.encode())
+            mime.setText(text)
+            QApplication.clipboard().setMimeData(mime)
+
+    def cut(self) -> None:
+        self.copy()
+        self.delete_selected()
+
+    def paste(self) -> None:
+        mime = QApplication.clipboard().mimeData()
+        text = bytes(mime.data(CLIP_MIME)).decode() if mime.hasFormat(CLIP_MIME) else mime.text()
+        self._select(self.editor.paste_text(text))
+
+    def duplicate(self) -> None:
+        ids = self.scene.selected_ids()
+        if ids:
+            self._select(self.editor.paste_text(self.editor.copy_text(ids)))
+
+    def _select(self, ids: list[str]) -> None:
+        if ids:
+            self.scene.clearSelection()
+            for nid in ids:
+                self.scene.nodes[nid].setSelected(True)
+
+    def rename_selected(self) -> None:
+        items = self.scene.selected_nodes()
+        if items:
+            items[0].edit_title()
+
+    def toggle_collapse(self) -> None:
+        items = self.scene.selected_nodes()
+        if items:
+            collapse = not all(i.node.ui.get("collapsed") for i in items)
+            self.editor.set_collapsed([i.node_id for i in items], collapse)
+
+    def align(self, edge: str) -> None:
+        items = self.scene.selected_nodes()
+        self.editor.align([i.node_id for i in items], edge, {i.node_id: (i.width, i.height) for i in items})
+
+    def center_on(self, nid: str) -> None:
+        item = self.scene.nodes.get(nid)
+        if item is not None:
+            self.view.centerOn(item.sceneBoundingRect().center())
+            self.scene.clearSelection()
+            item.setSelected(True)
+
+    def _canvas_menu(self, scene_pos: QPointF, screen_pos) -> None:
+        menu = QMenu(self)
+        add = menu.addMenu("Add Node")
+        cats: dict[str, list] = {}
+        for cls in self.editor.registry.classes():
+            cats.setdefault(cls.category, []).append(cls)
+        for cat in sorted(cats, key=str.lower):
+            sub = add.addMenu(cat)
+            for cls in sorted(cats[cat], key=lambda c: c.display_name.lower()):
+                act = sub.addAction(cls.display_name)
+                act.setToolTip(cls.description)
+                act.triggered.connect(lambda _c=False, t=cls.type_name: self._search_chosen(t, scene_pos, None))
+        menu.addAction("Search Nodes…\tTab", lambda: self.open_search(scene_pos, None))
+        menu.addSeparator()
+        menu.addAction("Paste\tCtrl+V", self.paste)
+        menu.addAction("Fit All\tF", self.view.fit_all)
+        menu.exec(screen_pos)
+
+    def _node_menu(self, item, screen_pos) -> None:
+        menu = QMenu(self)
+        nid = item.node_id
+        menu.addAction("Rename\tF2", item.edit_title)
+        menu.addAction("Collapse / Expand\tAlt+C", self.toggle_collapse)
+        node, cls = item.node, item.cls
+        if cls is not None:
+            sockets = set(node.ui.get("sockets") or [])
+            conv = menu.addMenu("Inputs")
+            for spec in cls.inputs:
+                if not spec.is_widget:
+                    continue
+                as_socket = spec.name in sockets
+                label = f"Show “{spec.name}” as widget" if as_socket else f"Convert “{spec.name}” to input socket"
+                conv.addAction(label, lambda n=spec.name, s=as_socket: self.editor.set_as_socket(nid, n, not s))
+        menu.addSeparator()
+        menu.addAction("Copy\tCtrl+C", self.copy)
+        menu.addAction("Duplicate\tCtrl+D", self.duplicate)
+        menu.addAction("Delete\tDel", self.delete_selected)
+        menu.exec(screen_pos)
+
+    # -- running ------------------------------------------------------------------------------------
+    def run(self):
+        self.search.hide()
+        self.scene.setFocus()  # commit a field being edited
+        job = self.runner.submit(self.editor.snapshot())
+        self.editor.apply_seed_controls()
+        return job
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    # -- settings -----------------------------------------------------------------------------------
+    def choose_models_dir(self, path: str | None = None) -> None:
+        env = self.editor.env
+        if env is None:
+            return
+        path = path or QFileDialog.getExistingDirectory(self, "Model folder", str(env.models_dir))
+        if path:
+            self.set_models_dir(path)
+            s = files.settings()
+            s.setValue("models_dir", path)
+            s.sync()
+
+    def set_models_dir(self, path: str) -> None:
+        self.editor.env.models_dir = Path(path)
+        self.runner.set_env(self.editor.env)
+        self.statusBar().showMessage(f"Model folder: {path}", 4000)
+
+    def _restore_layout(self) -> None:
+        s = files.settings()
+        if s.value("geometry") is not None:
+            self.restoreGeometry(s.value("geometry"))
+        if s.value("window_state") is not None:
+            self.restoreState(s.value("window_state"))
+        models = s.value("models_dir")
+        if models and self.editor.env is not None and Path(str(models)).is_dir():
+            self.set_models_dir(str(models))
+
+    def closeEvent(self, event):  # noqa: N802 - Qt API
+        if not self.maybe_keep_work():
+            event.ignore()
+            return
+        s = files.settings()
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("window_state", self.saveState())
+        s.sync()
+        self.runner.shutdown()
+        self.autosave.clear()
+        event.accept()
+
+    def dragEnterEvent(self, event):  # noqa: N802 - Qt API
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):  # noqa: N802 - Qt API
+        self.files_dropped([u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()])

@@ -1,0 +1,152 @@
+"""Turns runner jobs and executor events into what the user sees: node highlights and badges,
+progress, inline results and previews, the queue, the gallery, and the problems list."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QTimer
+
+from nodegraph import events as ev
+from nodegraph.validate import validate
+
+
+class RunView(QObject):
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        self.run_errors: dict[str, str] = {}  # node id → run error message
+        self.problems: list = []  # validation Problems currently shown
+        self.general: list[str] = []  # run messages not tied to a node
+        self._revalidate = QTimer(self, singleShot=True, interval=400)
+        self._revalidate.timeout.connect(self.validate_now)
+        window.runner.node_event.connect(self.on_event)
+        window.runner.job_changed.connect(self.on_job)
+
+    @property
+    def scene(self):
+        return self.w.scene
+
+    # -- problems ---------------------------------------------------------------------------------
+    def validate_now(self) -> list:
+        self.problems = validate(self.w.editor.graph, self.w.editor.registry, self.w.editor.env)
+        self._show_problems()
+        return self.problems
+
+    def model_changed(self, change) -> None:
+        """Edits clear a node's run error and re-check validation problems shortly after."""
+        if change.node_id in self.run_errors and change.kind != "ui_changed":
+            del self.run_errors[change.node_id]
+            self._show_problems()
+        if self.problems and change.kind not in ("ui_changed", "graph_ui_changed"):
+            self._revalidate.start()
+
+    def clear(self) -> None:
+        self.run_errors.clear()
+        self.problems = []
+        self.general = []
+        self._show_problems()
+
+    def _show_problems(self) -> None:
+        per_node: dict[str, list[str]] = {}
+        entries: list[tuple[str | None, str]] = []
+        for p in self.problems:
+            entries.append((p.node_id, str(p)))
+            if p.node_id is not None:
+                per_node.setdefault(p.node_id, []).append(p.message + (f" — {p.fix}" if p.fix else ""))
+        for nid, msg in self.run_errors.items():
+            entries.append((nid, msg))
+            per_node.setdefault(nid, []).append(msg.split("): ", 1)[-1])
+        entries.extend((None, m) for m in self.general)
+        self.scene.set_problems({nid: "\n".join(msgs) for nid, msgs in per_node.items()})
+        self.w.problems.set_problems(entries)
+        if entries:
+            self.w.problems_dock.show()
+            self.w.problems_dock.raise_()
+
+    # -- runner ------------------------------------------------------------------------------------
+    def on_job(self, job) -> None:
+        self.w.queue.update_job(job)
+        running = job.status == "running"
+        self.w.cancel_action.setEnabled(self.w.runner.busy)
+        if running:
+            self.w.progress.setRange(0, 0)
+            self.w.progress.setFormat("starting…")
+            self.w.progress.show()
+        elif job.finished and not self.w.runner.busy:
+            self.w.progress.hide()
+            self.w.progress_label.setText(f"Run {job.id}: {job.status}" + (
+                f" in {job.seconds:.1f} s" if job.status == "ok" else (f" — {job.message}" if job.message else "")))
+            for item in self.scene.nodes.values():
+                if item.status == "running":
+                    item.set_status("")
+
+    def on_event(self, job, event) -> None:
+        handler = getattr(self, "_on_" + type(event).__name__, None)
+        if handler is not None:
+            handler(event)
+
+    def _item(self, nid):
+        return self.scene.nodes.get(nid) if nid is not None else None
+
+    def _on_GraphStarted(self, e: ev.GraphStarted) -> None:  # noqa: N802
+        self.run_errors.clear()
+        self.general = []
+        self.problems = []
+        self._show_problems()
+        for nid in e.to_run:
+            if (item := self._item(nid)) is not None:
+                item.set_status("", reason="")
+        self.total_nodes, self.done_nodes = len(e.to_run), 0
+        self.w.progress_label.setText(f"Running {len(e.to_run)} node(s), {len(e.cached)} cached")
+
+    def _on_NodeStarted(self, e: ev.NodeStarted) -> None:  # noqa: N802
+        if (item := self._item(e.node_id)) is not None:
+            item.set_status("running", reason=e.reason)
+        self.w.progress.setRange(0, 0)
+        self.w.progress.setFormat(f"node {e.node_id} ({e.node_type})")
+        self.w.progress.show()
+
+    def _on_Progress(self, e: ev.Progress) -> None:  # noqa: N802
+        if (item := self._item(e.node_id)) is not None:
+            item.set_progress(e.step, e.total)
+        node_type = self.w.editor.graph.nodes[e.node_id].type if e.node_id in self.w.editor.graph.nodes else "?"
+        self.w.progress.setRange(0, max(1, e.total))
+        self.w.progress.setValue(e.step)
+        self.w.progress.setFormat(f"node {e.node_id} ({node_type}) — step {e.step}/{e.total}")
+
+    def _on_Preview(self, e: ev.Preview) -> None:  # noqa: N802
+        img = getattr(e, "qimage", None)
+        if img is not None and (item := self._item(e.node_id)) is not None:
+            item.set_preview(img)
+
+    def _finished(self, e, status: str, seconds=None) -> None:
+        item = self._item(e.node_id)
+        if item is not None:
+            item.set_status(status, reason="cached" if status == "cached" else "", seconds=seconds)
+            if e.ui:
+                item.set_result(e.ui, getattr(e, "qimage", None))
+        for path in getattr(e, "paths", []):
+            self.w.gallery.add(path, getattr(e, "qimage", None) if path == e.paths[0] else None,
+                               f"node {e.node_id} ({e.node_type})")
+
+    def _on_NodeFinished(self, e: ev.NodeFinished) -> None:  # noqa: N802
+        self._finished(e, "done", e.seconds)
+
+    def _on_NodeCached(self, e: ev.NodeCached) -> None:  # noqa: N802
+        self._finished(e, "cached")
+
+    def _on_NodeError(self, e: ev.NodeError) -> None:  # noqa: N802
+        if e.node_id is not None and e.node_id in self.scene.nodes:
+            self.run_errors[e.node_id] = "\n".join(filter(None, [self.run_errors.get(e.node_id), e.message]))
+            self.scene.nodes[e.node_id].set_status("error")
+        else:
+            self.general.append(e.message)
+        self._show_problems()
+
+    def _on_Interrupted(self, e: ev.Interrupted) -> None:  # noqa: N802
+        if (item := self._item(e.node_id)) is not None:
+            item.set_status("")
+        self.w.statusBar().showMessage("Run cancelled", 4000)
+
+    def _on_GraphFinished(self, e: ev.GraphFinished) -> None:  # noqa: N802
+        self.w.statusBar().showMessage(
+            f"Finished ({e.status}): {e.ran} ran, {e.cached} cached, {e.seconds:.2f} s", 6000)

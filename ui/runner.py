@@ -1,0 +1,200 @@
+"""Runs workflows on a worker thread, one job at a time. Executor events cross to the GUI thread
+through a thread-safe queue that a GUI-thread timer drains every 15 ms while a job is active,
+re-emitting them there as Qt signals (so slots always run on the GUI thread, in order). Images are
+decoded on the worker so the GUI thread only paints.
+
+Why not emit queued signals from the worker: with PySide6 6.12 on Python 3.11, `Signal.emit`
+called from a non-GUI thread (QThread or threading.Thread, connected or not), and also an emit
+made inside a Python `QObject.event()` override for a posted event, over-release a reference to
+True/False/None; after a few hundred emits the interpreter aborts at exit ("bool_dealloc").
+The worker therefore makes no Qt calls except building QImages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QImage
+
+from nodegraph import CancelToken, Executor
+from nodegraph import events as ev
+
+THUMB = 512
+
+
+@dataclass
+class Job:
+    id: int
+    graph: Any
+    status: str = "queued"  # queued, running, ok, error, interrupted, invalid, cancelled
+    token: CancelToken = field(default_factory=CancelToken)
+    submitted: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    nodes: int = 0
+    message: str = ""
+    result: Any = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("queued", "running")
+
+
+def to_qimage(image: Any) -> QImage | None:
+    """A PIL image (or anything with mode/size/tobytes) → an RGB QImage that owns its data."""
+    try:
+        rgb = image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+        w, h = rgb.size
+        data = rgb.tobytes()
+        return QImage(data, w, h, 3 * w, QImage.Format_RGB888).copy()
+    except Exception:  # noqa: BLE001 - a preview must never break a run
+        return None
+
+
+def image_paths(ui: dict, env: Any = None) -> list[str]:
+    """Paths of images named in a node's `ui` dict: plain paths, or ComfyUI-style
+    {"filename", "subfolder", "type"} entries relative to the output folder."""
+    out = []
+    for entry in (ui or {}).get("images", []):
+        if isinstance(entry, str):
+            out.append(entry)
+        elif isinstance(entry, dict):
+            if "path" in entry:
+                out.append(str(entry["path"]))
+            elif "filename" in entry:
+                base = Path(getattr(env, "output_dir", ".")) if env else Path(".")
+                out.append(str(base / entry.get("subfolder", "") / entry["filename"]))
+    return out
+
+
+def load_thumb(path: str) -> QImage | None:
+    img = QImage(path)
+    if img.isNull():
+        return None
+    if max(img.width(), img.height()) > THUMB:
+        img = img.scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    return img
+
+
+class _Worker:
+    """Everything the worker thread touches. A plain Python object: the thread makes no calls on
+    QObjects (see the module docstring) — it only fills `inbox`, which the GUI thread drains."""
+
+    def __init__(self, executor: Executor):
+        self.executor = executor
+        self.jobs: queue.Queue = queue.Queue()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (signal name, args)
+        self.current: Job | None = None
+        executor.add_listener(self.on_event)
+
+    def loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if job.token.cancelled:
+                continue
+            self.current = job
+            job.status = "running"
+            self.inbox.put(("job_changed", (job,)))
+            t0 = time.perf_counter()
+            try:
+                result = self.executor.run(job.graph, cancel=job.token)
+                job.result = result
+                job.status = result.status
+                if result.error is not None:
+                    job.message = result.error.message
+                elif result.problems:
+                    job.message = f"{len(result.problems)} problem(s)"
+            except Exception as e:  # noqa: BLE001 - an engine bug must not kill the worker
+                job.status, job.message = "error", f"{type(e).__name__}: {e}"
+            job.seconds = time.perf_counter() - t0
+            self.current = None
+            self.inbox.put(("job_changed", (job,)))
+
+    def on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Preview):
+            event.qimage = to_qimage(event.image)
+        elif isinstance(event, ev.NodeFinished | ev.NodeCached):
+            paths = image_paths(event.ui, self.executor.env)
+            event.paths = paths
+            event.qimage = load_thumb(paths[0]) if paths else None
+        self.inbox.put(("node_event", (self.current, event)))
+
+
+class Runner(QObject):
+    node_event = Signal(object, object)  # job, executor event (with .qimage for previews/results)
+    job_changed = Signal(object)  # job
+
+    def __init__(self, registry, env=None, parent=None):
+        super().__init__(parent)
+        self.executor = Executor(registry, env=env)
+        self._worker = _Worker(self.executor)
+        self.jobs: list[Job] = []
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._pump = QTimer(self)
+        self._pump.setInterval(15)
+        self._pump.timeout.connect(self.deliver)
+
+    @property
+    def current(self) -> Job | None:
+        return self._worker.current
+
+    def set_env(self, env) -> None:
+        self.executor.env = env
+
+    @property
+    def busy(self) -> bool:
+        return any(not j.finished for j in self.jobs)
+
+    def submit(self, graph) -> Job:
+        job = Job(next(self._ids), graph, nodes=len(graph.nodes))
+        self.jobs.append(job)
+        self.job_changed.emit(job)
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._worker.loop, name="sdgraph-runner", daemon=True)
+            self._thread.start()
+        self._worker.jobs.put(job)
+        self._pump.start()
+        return job
+
+    def cancel(self, job: Job | None = None) -> None:
+        """Cancel a job (default: the running one). The executor stops at the next step."""
+        job = job or self.current
+        if job is None:
+            return
+        job.token.cancel()
+        if job.status == "queued":
+            job.status = "cancelled"
+            self.job_changed.emit(job)
+
+    def cancel_all(self) -> None:
+        for job in self.jobs:
+            if not job.finished:
+                self.cancel(job)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        self.cancel_all()
+        self._worker.jobs.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Emit, on the GUI thread, everything the worker has posted so far (in order)."""
+        inbox = self._worker.inbox
+        while True:
+            try:
+                name, args = inbox.get_nowait()
+            except queue.Empty:
+                break
+            getattr(self, name).emit(*args)
+        if not self.busy and inbox.empty():
+            self._pump.stop()
