@@ -214,3 +214,25 @@ def test_invalid_graph_is_not_run(registry):
     assert result.status == "invalid" and toy_nodes.CALLS == []
     assert [str(p) for p in result.problems] == [
         'node 1 (Steps): input "steps" = 0 is below the minimum 1 — set it to 1 or more']
+
+
+def test_out_of_memory_becomes_a_clear_error_and_releases_the_cache(registry):
+    from nodegraph import Node, Output
+    from nodegraph import types as T
+
+    class Hungry(Node):
+        outputs = [Output("x", T.FLOAT)]
+
+        def run(self, ctx):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    registry.register(Hungry)
+    g, ex = chain(registry), Executor(registry)
+    ex.run(g)
+    assert len(ex.cache) > 0
+    g.add_node("Hungry", "7")
+    g.connect("7", 0, "6", "value")
+    result = ex.run(g)
+    assert result.error.message == ("node 7 (Hungry): ran out of memory; cached models were released. "
+                                    "Try a smaller size or batch, --dtype fp16, or --device cpu")
+    assert len(ex.cache) == 0

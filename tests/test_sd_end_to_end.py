@@ -96,6 +96,15 @@ def test_changing_only_the_seed_reruns_ksampler_and_what_follows(model_dirs):
     assert result.ran == ["2", "4", "7", "8", "9"]
 
 
+def test_img2img_cli_run_from_a_diffusers_folder(model_dirs):
+    proc = run_cli(REPO / "workflows" / "img2img.json", "--set", "1.ckpt_name=tiny-diffusers", "--set", "6.steps=2",
+                   root=model_dirs)
+    assert proc.returncode == 0, proc.stderr
+    written = model_dirs / "output" / "img2img_00001_.png"
+    assert f"wrote {written}" in proc.stderr
+    assert Image.open(written).size == (64, 64)
+
+
 def test_img2img_workflow_runs_from_an_input_image(model_dirs):
     graph = load_workflow(REPO / "workflows" / "img2img.json", REGISTRY)
     graph.set_value("1", "ckpt_name", "tiny.safetensors")
