@@ -1,0 +1,162 @@
+"""Score the bundled model: does the picture show what the prompt asks for?
+
+Generates images through sdgraph's own nodes (CheckpointLoaderSimple → CLIPTextEncode → KSampler
+euler/normal → VAEDecode) for a fixed list of prompts — combinations seen in training and the
+held-out ones — at cfg 1 and cfg 5, reads each image back with the rule-based analyser in
+tools/shapes_data.py (background, colour, shape, 3×3 position), and prints a table per attribute.
+
+    python tools/eval_bundled_model.py            # or: make eval
+    python tools/eval_bundled_model.py --seeds 2 --ckpt other.safetensors --save-grid grid.png
+
+Exits 1 when a threshold from the model card is missed (seen combinations at cfg 5: colour ≥ 90 %,
+shape ≥ 85 %, background ≥ 90 %, position ≥ 60 %; and cfg 5 beating cfg 1 on every attribute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import shapes_data as sd  # noqa: E402
+
+from nodegraph import REGISTRY, Executor, Graph  # noqa: E402
+from nodes.env import Env  # noqa: E402
+
+ATTRIBUTES = ("colour", "shape", "position", "background")
+THRESHOLDS = {"colour": 0.90, "shape": 0.85, "background": 0.90, "position": 0.60}
+BUNDLED = "sdgraph-shapes.safetensors"
+
+
+def prompt_list() -> dict[str, list[tuple[str, str, str, str, str]]]:
+    """(size, colour, shape, position, background) per prompt, for "seen" and "held-out"."""
+    colours, shapes, positions = list(sd.COLOURS), list(sd.SHAPES), list(sd.POSITIONS)
+    backgrounds = list(sd.BACKGROUNDS)
+    seen = []
+    # Walk colour × shape, giving each a position and background in a fixed rotation, skipping
+    # held-out combinations: every colour, shape, position and background occurs.
+    for i, (colour, shape) in enumerate(itertools.product(colours, shapes)):
+        position = positions[(i * 4) % len(positions)]
+        if (colour, shape, position) in sd.HELD_OUT:
+            position = positions[(i * 4 + 1) % len(positions)]
+        seen.append(("large", colour, shape, position, backgrounds[i % len(backgrounds)]))
+    held_out = [("large", c, s, p, backgrounds[i % len(backgrounds)])
+                for i, (c, s, p) in enumerate(sorted(sd.HELD_OUT))]
+    return {"seen": seen, "held-out": held_out}
+
+
+def caption(spec: tuple[str, str, str, str, str]) -> str:
+    size, colour, shape, position, background = spec
+    return sd.scene_from_parts([(size, colour, shape, position)], background).caption
+
+
+def build_graph(ckpt: str, steps: int) -> Graph:
+    g = Graph(REGISTRY)
+    g.add_node("CheckpointLoaderSimple", "1", {"ckpt_name": ckpt})
+    g.add_node("CLIPTextEncode", "2", {"text": ""})
+    g.add_node("CLIPTextEncode", "3", {"text": ""})
+    g.add_node("EmptyLatentImage", "4", {"width": 64, "height": 64, "batch_size": 1})
+    g.add_node("KSampler", "5", {"seed": 0, "steps": steps, "cfg": 5.0, "sampler_name": "euler",
+                                 "scheduler": "normal", "denoise": 1.0})
+    g.add_node("VAEDecode", "6")
+    for src, slot, dst, name in [("1", 1, "2", "clip"), ("1", 1, "3", "clip"), ("1", 0, "5", "model"),
+                                 ("2", 0, "5", "positive"), ("3", 0, "5", "negative"),
+                                 ("4", 0, "5", "latent_image"), ("5", 0, "6", "samples"), ("1", 2, "6", "vae")]:
+        g.connect(src, slot, dst, name)
+    return g
+
+
+def generate(executor: Executor, graph: Graph, text: str, cfg: float, seeds: int, base_seed: int):
+    """`seeds` images of one prompt, as one batch (each batch item gets its own noise)."""
+    from nodes.imageops import image_to_pil
+
+    graph.set_value("2", "text", text)
+    graph.set_value("5", "cfg", cfg)
+    graph.set_value("5", "seed", base_seed)
+    graph.set_value("4", "batch_size", seeds)
+    result = executor.run(graph, outputs=["6"], check=False)
+    if not result.ok:
+        raise SystemExit(result.error.message if result.error else result.status)
+    return [image_to_pil(image) for image in result.outputs["6"][0]]
+
+
+def score(spec, image) -> dict[str, bool]:
+    _size, colour, shape, position, background = spec
+    found = sd.analyse_image(image, 1)
+    obj = found["objects"][0] if found["objects"] else {}
+    return {"colour": obj.get("colour") == colour, "shape": obj.get("shape") == shape,
+            "position": obj.get("position") == position, "background": found["background"] == background}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", default=BUNDLED, help="checkpoint name in models/checkpoints")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--seeds", type=int, default=4, help="images per prompt and cfg")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--save-grid", type=Path, help="write a grid of the cfg-5 images here")
+    args = parser.parse_args(argv)
+
+    REGISTRY.discover("nodes")
+    env = Env(models_dir=args.models_dir, device="cpu", dtype="fp32")
+    executor = Executor(REGISTRY, env=env)
+    graph = build_graph(args.ckpt, args.steps)
+    started = time.perf_counter()
+    tallies: dict[tuple[str, float], dict[str, list[bool]]] = {}
+    grid_images = []
+    for split, specs in prompt_list().items():
+        for cfg in (1.0, 5.0):
+            tally = tallies.setdefault((split, cfg), {a: [] for a in ATTRIBUTES})
+            for i, spec in enumerate(specs):
+                images = generate(executor, graph, caption(spec), cfg, args.seeds, base_seed=1000 + i)
+                for image in images:
+                    for attribute, ok in score(spec, image).items():
+                        tally[attribute].append(ok)
+                if cfg == 5.0:
+                    grid_images.append((caption(spec), images[0]))
+    seconds = time.perf_counter() - started
+
+    print(f"bundled model eval: {args.ckpt}, euler/normal, {args.steps} steps, {args.seeds} seeds per prompt "
+          f"({seconds:.0f} s)")
+    print(f"{'split':<10} {'cfg':>4} {'n':>4} " + " ".join(f"{a:>10}" for a in ATTRIBUTES))
+    rates = {}
+    for (split, cfg), tally in tallies.items():
+        rates[(split, cfg)] = {a: sum(v) / len(v) for a, v in tally.items()}
+        n = len(tally["colour"])
+        print(f"{split:<10} {cfg:>4g} {n:>4} " + " ".join(f"{rates[(split, cfg)][a]:>9.0%} " for a in ATTRIBUTES))
+
+    failures = [f"seen {a} {rates[('seen', 5.0)][a]:.0%} < {t:.0%}" for a, t in THRESHOLDS.items()
+                if rates[("seen", 5.0)][a] < t]
+    for a in ATTRIBUTES:  # guidance must help (a tie only counts at 100 %)
+        with_cfg, without = rates[("seen", 5.0)][a], rates[("seen", 1.0)][a]
+        if with_cfg < without or (with_cfg == without < 1.0):
+            failures.append(f"cfg 5 does not beat cfg 1 on seen {a} ({with_cfg:.0%} vs {without:.0%})")
+    if args.save_grid:
+        save_grid(grid_images, args.save_grid)
+        print(f"grid: {args.save_grid}")
+    print("PASS" if not failures else "MISSED: " + "; ".join(failures))
+    return 0 if not failures else 1
+
+
+def save_grid(items, path: Path, columns: int = 8) -> None:
+    from PIL import Image
+
+    size = sd.IMAGE_SIZE
+    rows = (len(items) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * size, rows * size), (40, 40, 40))
+    for i, (_text, image) in enumerate(items):
+        grid.paste(image, ((i % columns) * size, (i // columns) * size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
