@@ -62,8 +62,11 @@ class CheckpointLoaderSimple(Node):
         return file_fingerprint(env, "checkpoints", values.get("ckpt_name", ""))
 
     def run(self, ctx, ckpt_name):
+        from dataclasses import replace
+
         from nodes.device import resolve
         from nodes.models import load_checkpoint
+        from nodes.preview import fit_latent_rgb
 
         path = find_model_file(ctx.env, "checkpoints", ckpt_name, "ckpt_name")
         device, dtype = resolve(ctx.env)
@@ -71,6 +74,7 @@ class CheckpointLoaderSimple(Node):
             model, clip, vae = load_checkpoint(path, device=device, dtype=dtype)
         except Exception as exc:
             raise _load_error(exc) from exc
+        model.latent_format = replace(model.latent_format, rgb_factors=fit_latent_rgb(vae, model.latent_format))
         return (model, clip, vae)
 
 

@@ -35,7 +35,8 @@ def _run_sampler(ctx, model, positive, negative, latent_image, **kwargs):
 
     _check_model_and_latent(model, latent_image)
     # The callback reports progress, which raises Interrupted at the next step once cancelled.
-    samples = sample(model, positive, negative, latent_image, callback=step_callback(ctx), **kwargs)
+    callback = step_callback(ctx, model.latent_format.rgb_factors)
+    samples = sample(model, positive, negative, latent_image, callback=callback, **kwargs)
     return (replace(latent_image, samples=samples),)
 
 
@@ -97,7 +98,7 @@ class DiffusersSampler(Node):
         _check_model_and_latent(model, latent_image)
         samples = run_diffusers_loop(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
                                      scheduler_class=scheduler_class, sigmas=sigmas, denoise=denoise,
-                                     callback=step_callback(ctx))
+                                     callback=step_callback(ctx, model.latent_format.rgb_factors))
         return (replace(latent_image, samples=samples, noise_mask=None),)
 
 

@@ -26,6 +26,9 @@ class LatentFormat:
     scale_factor: float = 0.18215
     shift: float = 0.0
     downscale: int = 8  # pixels per latent cell along each axis
+    # Linear map from a sampler-space latent cell to RGB in -1..1 for live previews: one row per
+    # channel, then a bias row. Fitted to the model's own VAE when it is loaded.
+    rgb_factors: tuple[tuple[float, float, float], ...] | None = None
 
     def to_sampler(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.shift) * self.scale_factor
