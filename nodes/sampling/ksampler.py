@@ -119,6 +119,19 @@ class CFGDenoiser:
         self.uncond_denoised = uncond
         return uncond + (cond - uncond) * self.cfg
 
+    def _context(self, b: int, entries: list[ConditioningEntry]) -> torch.Tensor:
+        """The text context of one UNet call, built once per sampling run (it is the same each step)."""
+        key = (b, tuple(id(e) for e in entries))
+        cache = self.__dict__.setdefault("_context_cache", {})
+        if key not in cache:
+            lcm = math.lcm(*(e.cond.shape[1] for e in entries))
+            ctx = []
+            for e in entries:
+                c = _repeat_batch(e.cond, b)
+                ctx.append(c.repeat(1, lcm // c.shape[1], 1) if c.shape[1] < lcm else c)
+            cache[key] = (entries, torch.cat(ctx))  # holding the entries keeps their ids valid
+        return cache[key][1]
+
     def _predict(self, x: torch.Tensor, sigma: torch.Tensor, groups) -> list[torch.Tensor]:
         b = x.shape[0]
         sig = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
@@ -128,17 +141,13 @@ class CFGDenoiser:
         chunks = [(g, e) for g, group in enumerate(groups) for e in group]
         outputs: dict[int, list[torch.Tensor]] = {g: [] for g in range(len(groups))}
         for batch in _batches([e.cond.shape[1] for _, e in chunks]):
-            lcm = math.lcm(*(chunks[k][1].cond.shape[1] for k in batch))
-            ctx = []
-            for k in batch:
-                c = _repeat_batch(chunks[k][1].cond, b)
-                ctx.append(c.repeat(1, lcm // c.shape[1], 1) if c.shape[1] < lcm else c)
+            context = self._context(b, [chunks[k][1] for k in batch])
             n = len(batch)
             x_b = x.repeat((n,) + (1,) * (x.ndim - 1))
             s_b = sig.repeat(n)
             x_in = self.model_sampling.calculate_input(s_b, x_b)
             t = self.model_sampling.timestep(s_b).float()
-            out = self.unet_call(x_in, t, torch.cat(ctx), [(chunks[k][1], b) for k in batch], tuple(x.shape[-2:]))
+            out = self.unet_call(x_in, t, context, [(chunks[k][1], b) for k in batch], tuple(x.shape[-2:]))
             self.calls += 1
             den = self.model_sampling.calculate_denoised(s_b, out, x_b)
             for j, k in enumerate(batch):
