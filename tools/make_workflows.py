@@ -19,16 +19,16 @@ NEGATIVE = ""
 def txt2img(prompt: str = PROMPT, negative: str = NEGATIVE) -> Graph:
     """Every stage visible: loader → tokenizer → text encoder (×2) → empty latent → KSampler → decode → save."""
     g = Graph(REGISTRY)
-    g.add_node("CheckpointLoaderSimple", "1", {"ckpt_name": BUNDLED}, {"pos": [40, 200]})
-    g.add_node("CLIPTokenize", "2", {"text": prompt}, {"pos": [420, 60], "title": "Tokenize (positive)"})
+    g.add_node("CheckpointLoaderSimple", "1", {"ckpt_name": BUNDLED}, {"pos": [40, 560]})
+    g.add_node("CLIPTokenize", "2", {"text": prompt}, {"pos": [420, 40], "title": "Tokenize (positive)"})
     g.add_node("CLIPTokenize", "3", {"text": negative}, {"pos": [420, 330], "title": "Tokenize (negative)"})
-    g.add_node("CLIPTextEncodeTokens", "4", {}, {"pos": [780, 60], "title": "Encode (positive)"})
+    g.add_node("CLIPTextEncodeTokens", "4", {}, {"pos": [780, 40], "title": "Encode (positive)"})
     g.add_node("CLIPTextEncodeTokens", "5", {}, {"pos": [780, 330], "title": "Encode (negative)"})
-    g.add_node("EmptyLatentImage", "6", {"width": 64, "height": 64, "batch_size": 1}, {"pos": [780, 520]})
+    g.add_node("EmptyLatentImage", "6", {"width": 64, "height": 64, "batch_size": 1}, {"pos": [780, 600]})
     g.add_node("KSampler", "7", {"seed": 42, "steps": 20, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
                                  "denoise": 1.0}, {"pos": [1120, 200]})
-    g.add_node("VAEDecode", "8", {}, {"pos": [1480, 200]})
-    g.add_node("SaveImage", "9", {"filename_prefix": "sdgraph"}, {"pos": [1720, 200]})
+    g.add_node("VAEDecode", "8", {}, {"pos": [1480, 420]})
+    g.add_node("SaveImage", "9", {"filename_prefix": "sdgraph"}, {"pos": [1760, 200]})
     for src, slot, dst, name in [("1", 1, "2", "clip"), ("1", 1, "3", "clip"), ("1", 1, "4", "clip"),
                                  ("2", 0, "4", "tokens"), ("1", 1, "5", "clip"), ("3", 0, "5", "tokens"),
                                  ("1", 0, "7", "model"), ("4", 0, "7", "positive"), ("5", 0, "7", "negative"),

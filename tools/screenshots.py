@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workflow", default=str(REPO / "workflows" / "default.json"))
     p.add_argument("--run", action="store_true", help="with --real: run the workflow before the shot")
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    p.add_argument("--models-dir", default=str(REPO / "models"), help="with --real: the model folder")
     p.add_argument("--size", default="1500x900")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from nodegraph import REGISTRY
 
         REGISTRY.discover("nodes")
-        registry, env = REGISTRY, Env(output_dir=workdir)
+        registry, env = REGISTRY, Env(output_dir=workdir, models_dir=Path(args.models_dir))
     else:
         from tests.test_ui_support import ui_registry
 
