@@ -1,8 +1,8 @@
 # sdgraph — `make run` makes a picture with the bundled model; `make test` runs the test suite.
 # Both create .venv and install what is needed on first use.
 #
-# torch is pinned to the CPU build by default. For a CUDA build, for example:
-#   make run TORCH_SPEC=torch==2.13.0 TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cu128"
+# torch is pinned to 2.13.0 (TORCH_SPEC); TORCH_INDEX picks a build, for example CUDA 12.8:
+#   make run TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cu128"
 
 PYTHON ?= python3
 VENV ?= .venv

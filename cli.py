@@ -201,8 +201,10 @@ def _open(args):
         graph = load_workflow(args.workflow, registry, strict=False)
     except WorkflowError as e:
         where = f"{e.source}: " if e.source else ""
+        # with --json-events, stdout carries only events: problems go to stderr
+        stream = sys.stderr if getattr(args, "json_events", False) else sys.stdout
         for problem in e.problems:
-            print(f"{where}{problem}")
+            print(f"{where}{problem}", file=stream)
         raise _Invalid from None
     return env, registry, graph
 
@@ -308,6 +310,9 @@ def main(argv: list[str]) -> int:
         return EXIT_INVALID
     except _Invalid:
         return EXIT_INVALID
+    except KeyboardInterrupt:  # Ctrl-C before the run started (loading nodes, validating)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if os.environ.get("SDGRAPH_TIMING"):
         print(f"[{time.perf_counter() - started:.2f}s]", file=sys.stderr)
     return code

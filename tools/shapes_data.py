@@ -338,12 +338,13 @@ def analyse_image(img: Image.Image, n_objects: int = 1) -> dict:
                     iou = _template_iou(m, shape, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2 + dy, rr)
                     if iou > best_iou:
                         best, best_iou = shape, iou
+        half_extent = max(xs.max() - xs.min(), ys.max() - ys.min()) / 2 + 0.5
         objects.append({
             "colour": colour,
             "shape": best,
             "shape_iou": round(best_iou, 3),
             "position": position_of(cx, cy),
-            "size": "large" if area > 350 else "small",
+            "size": "large" if half_extent > 10.5 else "small",
             "centroid": (round(float(cx), 1), round(float(cy), 1)),
             "area": int(area),
             "r_est": round(r_est, 1),

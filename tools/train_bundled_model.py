@@ -8,7 +8,7 @@ Phases (time-budgeted, resumable; state lives in --work-dir):
               epsilon prediction, 10% empty-prompt dropout for CFG, weight EMA  (--unet-minutes)
   4. export   measure latent scale factor, save diffusers modules + single safetensors file
 
-    .venv/bin/python tools/train_bundled_model.py --vae-minutes 13 --unet-minutes 58
+    .venv/bin/python tools/train_bundled_model.py                    # defaults: --vae-minutes 20 --unet-minutes 60
     .venv/bin/python tools/train_bundled_model.py --resume            # continue after a kill
     .venv/bin/python tools/train_bundled_model.py --export-only       # redo the export
 
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import shapes_data as SD  # noqa: E402
 
-TOKENIZER_DIR = "/work/shared/fixtures/sd15_diffusers_config/tokenizer"
+TOKENIZER_DIR = ROOT / "nodes" / "configs" / "clip_tokenizer"  # the tokenizer the SD nodes ship
 DEFAULT_OUT = ROOT / "models" / "checkpoints" / "sdgraph-shapes.safetensors"
 DEFAULT_WORK = ROOT / "tools" / "_train_work"
 PAD_ID = 49407
@@ -48,7 +48,7 @@ VAE_CONFIG = dict(
     in_channels=3, out_channels=3,
     down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(48, 64, 96, 96),
+    block_out_channels=(48, 64, 64, 64),
     layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=64,
 )
 UNET_CONFIG = dict(
@@ -56,14 +56,14 @@ UNET_CONFIG = dict(
     # 8x8 -> 4x4 -> 2x2 -> 1x1, cross-attention at every resolution incl. the 1x1 bottleneck
     down_block_types=("CrossAttnDownBlock2D",) * 4,
     up_block_types=("CrossAttnUpBlock2D",) * 4,
-    block_out_channels=(96, 128, 160, 160),
-    layers_per_block=1, cross_attention_dim=128, attention_head_dim=4,
+    block_out_channels=(64, 96, 112, 128),
+    layers_per_block=1, cross_attention_dim=96, attention_head_dim=4,
     norm_num_groups=16,
 )
 TEXT_CONFIG = dict(
-    vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    vocab_size=49408, hidden_size=96, intermediate_size=384, num_hidden_layers=4,
     num_attention_heads=4, max_position_embeddings=MAX_LEN, hidden_act="quick_gelu",
-    bos_token_id=49406, eos_token_id=49407, pad_token_id=PAD_ID, projection_dim=128,
+    bos_token_id=49406, eos_token_id=49407, pad_token_id=PAD_ID,
 )
 
 
@@ -136,10 +136,14 @@ def train_vae(args, work: Path, vae):
         step, elapsed = st["step"], st["elapsed"]
         rng.setstate(st["rng"])
         torch.set_rng_state(st["torch_rng"])
-        if st.get("done"):
+        budget = args.vae_minutes * 60
+        if st.get("done") and elapsed >= budget - 1:
             log(f"VAE phase already done (step {step})", work)
             return
-        log(f"VAE resume at step {step}, {elapsed/60:.1f} min", work)
+        if st.get("done"):  # a larger --vae-minutes on --resume extends a finished phase
+            for p in ("pool.pt", "latent_scale.json", "unet_state.pt"):
+                (work / p).unlink(missing_ok=True)
+        log(f"VAE resume at step {step}, {elapsed/60:.1f} of {args.vae_minutes} min", work)
     budget = args.vae_minutes * 60
     vae.train()
     t0 = time.time() - elapsed
@@ -155,8 +159,14 @@ def train_vae(args, work: Path, vae):
         post = vae.encode(x).latent_dist
         z = post.sample()
         rec = vae.decode(z).sample
-        mse = F.mse_loss(rec, x)
-        l1 = (rec - x).abs().mean()
+        # foreground pixels (differ from the corner/background colour) weigh --vae-fg-weight x: shapes are a
+        # few % of the pixels, and with a plain mean the VAE learns shape colours very slowly (they collapsed
+        # to an orange/cyan pair after 430 steps in the first run).
+        fg = ((x - x[:, :, :1, :1]).abs().sum(1, keepdim=True) > 0.15).float()
+        w = 1.0 + (args.vae_fg_weight - 1.0) * fg
+        w = w / w.mean()
+        mse = ((rec - x) ** 2 * w).mean()
+        l1 = ((rec - x).abs() * w).mean()
         kl = post.kl().mean() / (4 * 8 * 8)  # per latent element
         loss = mse + 0.5 * l1 + args.vae_kl * kl
         opt.zero_grad(set_to_none=True)
@@ -255,10 +265,10 @@ def train_unet(args, work: Path, unet, te, pool):
         ema.shadow = st["ema"]
         step, elapsed = st["step"], st["elapsed"]
         gen.set_state(st["gen"])
-        if st.get("done"):
+        if st.get("done") and elapsed >= args.unet_minutes * 60 - 1:
             log(f"UNet phase already done (step {step})", work)
             return ema
-        log(f"UNet resume at step {step}, {elapsed/60:.1f} min", work)
+        log(f"UNet resume at step {step}, {elapsed/60:.1f} of {args.unet_minutes} min", work)
     N = pool["latents"].shape[0]
     latents_all = pool["latents"]
     ids_all = pool["ids"].long()
@@ -338,12 +348,15 @@ def load_exported_modules(work: Path):
 
 def export(args, work: Path):
     vae, unet, te = load_exported_modules(work)
+    if getattr(args, "export_raw", False):  # the last raw (non-EMA) weights instead of the EMA ones
+        st = torch.load(work / "unet_state.pt", weights_only=False, map_location="cpu")
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["text_encoder"])
+        log(f"exporting RAW weights from unet_state.pt (step {st['step']})", work)
     pool_meta = json.loads((work / "latent_scale.json").read_text())
     scale = round(pool_meta["scale"], 5)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for m in (vae, unet, te):
-        m.to(torch.float16)
     try:
         sys.path.insert(0, str(ROOT))
         from nodes.models import save_checkpoint  # type: ignore
@@ -351,10 +364,13 @@ def export(args, work: Path):
         log(f"nodes.models.save_checkpoint not available ({type(e).__name__}: {e}); writing fallback format", work)
         save_checkpoint = None
     if save_checkpoint is not None:
-        save_checkpoint(out, unet, vae, te, prediction_type="epsilon", latent_scale_factor=scale, clip_pad_id=PAD_ID)
+        save_checkpoint(out, unet, vae, te, prediction_type="epsilon", latent_scale_factor=scale, clip_pad_id=PAD_ID,
+                        dtype=torch.float16)
+        os.chmod(out, 0o644)  # the atomic writer's temp file is 0600
         log(f"exported with nodes.models.save_checkpoint -> {out} ({out.stat().st_size/1e6:.1f} MB), scale {scale}", work)
     else:
         fallback_save(out, unet, vae, te, scale)
+        os.chmod(out, 0o644)
         log(f"exported (fallback format) -> {out} ({out.stat().st_size/1e6:.1f} MB), scale {scale}", work)
 
 
@@ -391,19 +407,21 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from the state in --work-dir")
     ap.add_argument("--export-only", action="store_true", help="only (re-)export from the saved modules")
-    ap.add_argument("--vae-minutes", type=float, default=13.0)
-    ap.add_argument("--vae-batch", type=int, default=32)
-    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--export-raw", action="store_true", help="export the raw weights instead of the EMA ones")
+    ap.add_argument("--vae-minutes", type=float, default=20.0)
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--vae-lr", type=float, default=2e-3)
     ap.add_argument("--vae-kl", type=float, default=1e-4)
-    ap.add_argument("--pool-size", type=int, default=60000)
-    ap.add_argument("--pool-minutes", type=float, default=4.0)
-    ap.add_argument("--unet-minutes", type=float, default=58.0)
+    ap.add_argument("--vae-fg-weight", type=float, default=10.0)
+    ap.add_argument("--pool-size", type=int, default=50000)
+    ap.add_argument("--pool-minutes", type=float, default=3.5)
+    ap.add_argument("--unet-minutes", type=float, default=60.0)
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-lr", type=float, default=5e-4)
     ap.add_argument("--uncond-prob", type=float, default=0.1)
     ap.add_argument("--min-snr-gamma", type=float, default=5.0)
-    ap.add_argument("--high-noise-cap", type=float, default=5.0)
-    ap.add_argument("--high-noise-frac", type=float, default=0.25)
+    ap.add_argument("--high-noise-cap", type=float, default=3.0)
+    ap.add_argument("--high-noise-frac", type=float, default=0.2)
     ap.add_argument("--ema-decay", type=float, default=0.999)
     ap.add_argument("--ckpt-seconds", type=float, default=180.0)
     args = ap.parse_args()
