@@ -27,8 +27,13 @@ SD_SCHEDULER_CONFIG = REPO / "nodes" / "configs" / "sd15" / "scheduler" / "sched
 SIGMA_FLAGS = {"karras": "use_karras_sigmas", "exponential": "use_exponential_sigmas", "beta": "use_beta_sigmas"}
 
 
-def make_scheduler(model: DiffusionModel, scheduler_class: str, sigmas: str = "default"):
-    """A scheduler of the named class with SD's training schedule and the model's prediction type."""
+def make_scheduler(model: DiffusionModel, scheduler_class: str, sigmas: str = "default", seed: int | None = None):
+    """A scheduler of the named class with SD's training schedule and the model's prediction type.
+
+    `seed` seeds the scheduler's own noise source where the class has one (DPMSolverSDEScheduler's
+    Brownian tree, `noise_sampler_seed`); left unset, diffusers would seed it from the global torch RNG
+    and the same seed would not give the same image twice.
+    """
     import diffusers
 
     cls = getattr(diffusers, scheduler_class, None)
@@ -46,6 +51,8 @@ def make_scheduler(model: DiffusionModel, scheduler_class: str, sigmas: str = "d
             raise NodeInputError("sigmas", f'{scheduler_class} has no "{sigmas}" sigma option; use "default" '
                                  f"or a scheduler class that has {flag}")
         config[flag] = True
+    if seed is not None and "noise_sampler_seed" in accepted:
+        config["noise_sampler_seed"] = int(seed)
     return cls.from_config(config)
 
 
@@ -82,7 +89,7 @@ def run_diffusers_loop(model: DiffusionModel, positive, negative, latent: Latent
                        callback: Callable[[int, int, torch.Tensor, torch.Tensor | None], None] | None = None
                        ) -> torch.Tensor:
     """Returns raw LATENT samples (float32, CPU)."""
-    scheduler = make_scheduler(model, scheduler_class, sigmas)
+    scheduler = make_scheduler(model, scheduler_class, sigmas, seed=seed)
     device, dtype = model.device or torch.device("cpu"), model.dtype or torch.float32
     fmt = model.latent_format
     shape = tuple(latent.samples.shape)

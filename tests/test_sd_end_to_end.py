@@ -54,21 +54,38 @@ def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def test_txt2img_cli_writes_png_with_both_workflows_and_the_png_reproduces_it(model_dirs):
-    proc = run_cli(REPO / "workflows" / "txt2img.json", "--set", "1.ckpt_name=tiny.safetensors",
-                   "--set", "7.steps=3", "--set", "9.filename_prefix=e2e/first", root=model_dirs)
+# Both forms a checkpoint comes in: the single file (original layout) and the diffusers folder.
+MODEL_FORMS = [pytest.param("tiny.safetensors", id="single-file"), pytest.param("tiny-diffusers", id="diffusers-folder")]
+
+
+def cli_run_and_rerun_from_png(root: Path, workflow: str, ckpt: str, save_node: str, prefix: str, *sets: str):
+    """`main.py run` a shipped workflow on `ckpt`, then run the PNG it wrote: the same image must come
+    out (under the next counter). Returns the PNG's two workflow chunks, parsed."""
+    proc = run_cli(REPO / "workflows" / workflow, "--set", f"1.ckpt_name={ckpt}", *sets,
+                   "--set", f"{save_node}.filename_prefix={prefix}", root=root)
     assert proc.returncode == 0, proc.stderr
-    first = model_dirs / "output" / "e2e" / "first_00001_.png"
+    first = root / "output" / f"{prefix}_00001_.png"
     assert f"wrote {first}" in proc.stderr
+    assert Image.open(first).size == (64, 64)
     chunks = read_png_text(first.read_bytes())
     native, api = json.loads(chunks["sdgraph"]), json.loads(chunks["prompt"])
+    assert native["nodes"]["1"]["values"]["ckpt_name"] == api["1"]["inputs"]["ckpt_name"] == ckpt
+    again = run_cli(first, root=root)
+    assert again.returncode == 0, again.stderr
+    second = root / "output" / f"{prefix}_00002_.png"
+    assert f"wrote {second}" in again.stderr
+    assert np.array_equal(pixels(first), pixels(second))
+    return native, api
+
+
+@pytest.mark.parametrize("ckpt", MODEL_FORMS)
+def test_txt2img_cli_writes_png_with_both_workflows_and_the_png_reproduces_it(model_dirs, ckpt):
+    native, api = cli_run_and_rerun_from_png(model_dirs, "txt2img.json", ckpt, "9", f"e2e/txt2img-{ckpt}",
+                                             "--set", "7.steps=3")
     assert native["nodes"]["7"]["values"]["steps"] == 3
     assert api["7"]["class_type"] == "KSampler" and api["7"]["inputs"]["model"] == ["1", 0]
-    # Run the workflow read back from the PNG: same image, next counter.
-    again = run_cli(first, root=model_dirs)
-    assert again.returncode == 0, again.stderr
-    second = model_dirs / "output" / "e2e" / "first_00002_.png"
-    assert np.array_equal(pixels(first), pixels(second))
+    # separate tokenizer and text encoder stages
+    assert api["2"]["class_type"] == "CLIPTokenize" and api["4"]["class_type"] == "CLIPTextEncodeTokens"
 
 
 def test_single_file_and_diffusers_folder_give_the_same_image(model_dirs):
@@ -96,13 +113,13 @@ def test_changing_only_the_seed_reruns_ksampler_and_what_follows(model_dirs):
     assert result.ran == ["2", "4", "7", "8", "9"]
 
 
-def test_img2img_cli_run_from_a_diffusers_folder(model_dirs):
-    proc = run_cli(REPO / "workflows" / "img2img.json", "--set", "1.ckpt_name=tiny-diffusers", "--set", "6.steps=2",
-                   root=model_dirs)
-    assert proc.returncode == 0, proc.stderr
-    written = model_dirs / "output" / "img2img_00001_.png"
-    assert f"wrote {written}" in proc.stderr
-    assert Image.open(written).size == (64, 64)
+@pytest.mark.parametrize("ckpt", MODEL_FORMS)
+def test_img2img_cli_writes_png_and_the_png_reproduces_it(model_dirs, ckpt):
+    native, api = cli_run_and_rerun_from_png(model_dirs, "img2img.json", ckpt, "8", f"e2e/img2img-{ckpt}",
+                                             "--set", "6.steps=2")
+    assert native["nodes"]["6"]["values"]["steps"] == 2
+    assert api["4"]["class_type"] == "LoadImage" and api["4"]["inputs"]["image"] == "example.png"
+    assert api["6"]["class_type"] == "KSampler" and api["6"]["inputs"]["latent_image"] == ["5", 0]
 
 
 def test_img2img_workflow_runs_from_an_input_image(model_dirs):
