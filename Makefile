@@ -37,7 +37,7 @@ eval: $(STAMP)
 	$(PY) tools/eval_bundled_model.py
 
 screenshots: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) tools/screenshots.py
+	QT_QPA_PLATFORM=offscreen $(PY) tools/screenshots.py --real --run
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

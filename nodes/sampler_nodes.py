@@ -119,6 +119,6 @@ class ShowNoiseLevels(Node):
         from nodes.sampling.ksampler import sigmas_for
 
         sigmas = [float(s) for s in sigmas_for(model, scheduler, sampler_name, steps, denoise)]
-        lines = [f"step {i + 1:>3}: sigma {a:9.4f} → {b:9.4f}" for i, (a, b) in enumerate(zip(sigmas, sigmas[1:]))]
+        lines = [f"step {i + 1:>3}: sigma {a:9.4f} → {b:9.4f}" for i, (a, b) in enumerate(zip(sigmas, sigmas[1:], strict=False))]
         text = "\n".join(lines) or "no steps: denoise is 0"
         return NodeOutput((text,), {"text": lines or [text]})

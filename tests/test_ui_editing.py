@@ -284,3 +284,88 @@ def test_dynamic_choices_come_from_the_model_folder(qtbot, window):
     QTest.keyClicks(combo.lineEdit(), "b.ckpt")
     QTest.keyClick(combo.lineEdit(), Qt.Key_Return)
     assert window.editor.graph.nodes[nid].values["ckpt_name"] == "b.ckpt"
+
+
+def test_undo_redo_of_align(qtbot, window):
+    ed = window.editor
+    a = ed.add_node("Number", (0, 0))
+    b = ed.add_node("Number", (60, 200))
+    c = ed.add_node("Add", (500, 90))
+    items = {n: window.scene.nodes[n] for n in (a, b, c)}
+    window.view.fit_all()
+    before = {n: list(ed.graph.nodes[n].ui["pos"]) for n in items}
+    for edge, check in (
+            ("left", lambda: {ed.graph.nodes[n].ui["pos"][0] for n in items} == {0.0}),
+            ("top", lambda: {ed.graph.nodes[n].ui["pos"][1] for n in items} == {0.0}),
+            ("right", lambda: len({round(ed.graph.nodes[n].ui["pos"][0] + items[n].width) for n in items}) == 1),
+            ("distribute", lambda: sorted(ed.graph.nodes[n].ui["pos"][0] for n in items)[1]
+             == sorted(ed.graph.nodes[n].ui["pos"][0] for n in items)[0] + items[a].width + 40)):
+        window.scene.clearSelection()
+        for item in items.values():
+            item.setSelected(True)
+        depth = ed.undo.index()
+        window.align(edge)
+        assert ed.undo.index() == depth + 1, edge  # one undo step per align
+        assert ed.undo.undoText() == f"Align {edge}"
+        assert check(), edge
+        aligned = {n: list(ed.graph.nodes[n].ui["pos"]) for n in items}
+        assert all(items[n].pos() == QPointF(*aligned[n]) for n in items)  # the scene followed
+        ed.undo.undo()
+        assert {n: list(ed.graph.nodes[n].ui["pos"]) for n in items} == before, edge
+        assert all(items[n].pos() == QPointF(*before[n]) for n in items), edge
+        ed.undo.redo()
+        assert {n: list(ed.graph.nodes[n].ui["pos"]) for n in items} == aligned, edge
+        ed.undo.undo()
+    # the Align menu reaches the same command through its shortcut
+    for item in items.values():
+        item.setSelected(True)
+    window.view.setFocus()
+    QTest.keyClick(window.view, Qt.Key_Left, Qt.ControlModifier | Qt.ShiftModifier)
+    assert {ed.graph.nodes[n].ui["pos"][0] for n in items} == {0.0}
+    QTest.keyClick(window.view, Qt.Key_Z, Qt.ControlModifier)
+    assert {n: list(ed.graph.nodes[n].ui["pos"]) for n in items} == before
+
+
+def test_undo_redo_of_the_seed_after_run_mode(qtbot, window):
+    ed = window.editor
+    nid = ed.add_node("SeedNode", (0, 0))
+    ed.set_value(nid, "seed", 10)
+    item = window.scene.nodes[nid]
+    combo = item.fields["seed:after_run"]
+    assert combo.currentText() == "fixed" and "after_run" not in ed.graph.nodes[nid].ui
+    depth = ed.undo.index()
+    combo.setCurrentText("increment")  # as picking it from the list does
+    assert ed.graph.nodes[nid].ui["after_run"] == {"seed": "increment"}
+    assert ed.undo.index() == depth + 1 and ed.undo.undoText() == "After run"
+    assert item.fields["seed:after_run"] is combo  # the combo being used is not rebuilt under the user
+    combo.setCurrentText("randomize")
+    ed.undo.undo()
+    assert ed.graph.nodes[nid].ui["after_run"] == {"seed": "increment"} and combo.currentText() == "increment"
+    ed.undo.undo()
+    assert "after_run" not in ed.graph.nodes[nid].ui and combo.currentText() == "fixed"
+    ed.undo.redo()
+    assert ed.graph.nodes[nid].ui["after_run"] == {"seed": "increment"} and combo.currentText() == "increment"
+    # the mode drives the seed change after a run, itself one undo step
+    job = window.run()
+    support.wait_job(qtbot, job)
+    assert ed.graph.nodes[nid].values["seed"] == 11 and item.fields["seed"].spin.value() == 11
+    assert ed.undo.undoText() == "Seed after run"
+    ed.undo.undo()
+    assert ed.graph.nodes[nid].values["seed"] == 10 and item.fields["seed"].spin.value() == 10
+    ed.undo.undo()  # and then the mode itself
+    assert "after_run" not in ed.graph.nodes[nid].ui and combo.currentText() == "fixed"
+
+
+def test_fit_all_keeps_node_text_readable(qtbot, window):
+    from ui.view import FIT_MIN_ZOOM
+
+    ed = window.editor
+    first = ed.add_node("Number", (0, 0))
+    ed.add_node("Show", (320, 0))
+    window.view.fit_all()
+    assert window.view.zoom == 1.0  # a small graph is shown at 100 %, not blown up
+    ed.add_node("Show", (8000, 3000))
+    window.view.fit_all()
+    assert abs(window.view.zoom - FIT_MIN_ZOOM) < 1e-6  # not zoomed out to a blur
+    seen = window.view.mapToScene(window.view.viewport().rect()).boundingRect()
+    assert seen.contains(window.scene.nodes[first].sceneBoundingRect())  # where the flow starts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
@@ -63,20 +64,43 @@ def test_open_comfyui_api_json(qtbot, window, tmp_path):
     assert to_comfy_api(ed.graph)["2"]["inputs"] == {"value": ["1", 0]}
 
 
-def test_open_png_with_workflow_text_chunk(qtbot, window, tmp_path):
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
+def test_reopen_a_png_that_a_run_produced(qtbot, window, tmp_path):
+    """Run a workflow whose save node writes the PNG (with the workflow chunks SaveImage writes),
+    then drop that PNG back onto the window: the graph that ran comes back."""
+    from nodegraph.fileio import read_png_text
+    from nodegraph.workflow import PNG_API_KEY, PNG_NATIVE_KEY
 
-    build_chain(window, steps=4)
-    data = to_native(window.editor.graph)
-    info = PngInfo()
-    info.add_text("sdgraph", json.dumps(data))
-    png = tmp_path / "result.png"
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(png, pnginfo=info)
+    ed = window.editor
+    a, b, c = build_chain(window, steps=4)
+    ed.rename(b, "Counter")
+    g = ed.add_node("Gradient", (0, 260))
+    s = ed.add_node("SaveImageToy", (320, 260))
+    ed.connect(g, 0, s, "image")
+    ed.set_value(g, "hue", 0.25)
+    ed.set_as_socket(g, "steps", True)
+    ran = to_native(ed.snapshot())
+    job = window.run()
+    support.wait_job(qtbot, job)
+    assert job.status == "ok"
+    [png] = window.gallery.paths()
+    chunks = read_png_text(Path(png).read_bytes())
+    assert json.loads(chunks[PNG_NATIVE_KEY])["nodes"] == ran["nodes"]
+    assert json.loads(chunks[PNG_API_KEY])[s]["class_type"] == "SaveImageToy"
+    ed.set_value(g, "hue", 0.9)  # the document moves on after the run…
     window.new_document()
-    assert window.open_path(str(png))
-    assert to_native(window.editor.graph)["nodes"] == data["nodes"]
-    assert len(window.scene.nodes) == 3
+    assert len(ed.graph) == 0
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(png)])
+    window.view.dropEvent(QDropEvent(QPointF(50, 50), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+    # …and the PNG restores exactly the graph that ran, as an unsaved document
+    assert to_native(ed.graph)["nodes"] == ran["nodes"]
+    assert set(window.scene.nodes) == {a, b, c, g, s}
+    assert set(window.scene.edges) == {(b, "x"), (c, "value"), (s, "image")}
+    assert window.scene.nodes[b].title() == "Counter" and "steps" in window.scene.nodes[g].inputs
+    assert ed.path is None  # imported: saving asks for a name
+    job = window.run()  # and it runs again
+    support.wait_job(qtbot, job)
+    assert job.status == "ok" and window.scene.nodes[c].text_result == "5.0"
 
 
 def test_broken_file_is_reported_not_fatal(qtbot, window, tmp_path):

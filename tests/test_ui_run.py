@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QElapsedTimer, QTimer
-
 from tests import test_ui_support as support
-from tests.test_ui_support import build_chain, shot, wait_job
+from tests.test_ui_support import LoopLatency, build_chain, shot, wait_job
 
 window = support.window  # the fixture
 
@@ -43,13 +41,15 @@ def test_images_preview_inline_and_land_in_the_gallery(qtbot, window):
     s = ed.add_node("SaveImageToy", (320, 0))
     ed.connect(g, 0, s, "image")
     ed.set_value(g, "delay", 0.05)
-    previews = []
-    window.runner.node_event.connect(lambda job, e: previews.append(e) if type(e).__name__ == "Preview" else None)
+    previews = []  # (step, the node showed an image) at each live preview
+    window.runner.node_event.connect(lambda job, e: previews.append(
+        (e.step, window.scene.nodes[g].image is not None)) if type(e).__name__ == "Preview" else None)
     window.view.fit_all()
     job = window.run()
     wait_job(qtbot, job)
     assert job.status == "ok"
-    assert previews and window.scene.nodes[g].image is not None  # live preview on the node
+    assert previews == [(1, True), (2, True), (3, True), (4, True)]  # live preview on the node, per step
+    assert window.scene.nodes[g].image is None  # and gone once the node is done: the result is on the save node
     assert window.scene.nodes[s].image is not None and window.scene.nodes[s].image.width() == 128
     assert len(window.gallery.paths()) == 1
     saved = window.gallery.save_as(window.gallery.paths()[0], str(window.editor.env.output_dir / "copy.png"))
@@ -113,8 +113,8 @@ def test_validation_problems_mark_nodes_before_running(qtbot, window):
 
 
 def test_gui_thread_stays_responsive_during_a_run(qtbot, window):
-    """Event-loop latency while Steps nodes sleep on the worker thread. The goal is < 100 ms; the
-    assertion is generous because this machine is shared."""
+    """Event-loop latency while Steps nodes sleep on the worker thread and report progress (the
+    same measure with the real SD nodes is in test_ui_default_workflow.py)."""
     ed = window.editor
     prev = None
     for i in range(3):
@@ -126,25 +126,12 @@ def test_gui_thread_stays_responsive_during_a_run(qtbot, window):
         prev = nid
     show = ed.add_node("Show", (900, 0))
     ed.connect(prev, 0, show, "value")
-    lat = {"max": 0.0, "n": 0}
-    clock = QElapsedTimer()
-    clock.start()
-    last = [clock.elapsed()]
-
-    def tick():
-        now = clock.elapsed()
-        lat["max"] = max(lat["max"], now - last[0] - 10)
-        lat["n"] += 1
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
+    lat = LoopLatency(10)
+    lat.start()
     job = window.run()
-    timer.start()
     wait_job(qtbot, job, timeout=30000)
-    timer.stop()
-    print(f"\nmax event-loop latency during run: {lat['max']:.0f} ms over {lat['n']} ticks")
+    lat.stop()
+    print(f"\nmax event-loop latency during run: {lat.max:.0f} ms over {lat.ticks} ticks")
     assert job.status == "ok"
-    assert lat["n"] > 20
-    assert lat["max"] < 500
+    assert lat.ticks > 20
+    assert lat.max < 100

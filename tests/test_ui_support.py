@@ -4,6 +4,7 @@ make images, so results, previews and the gallery can be tested without Stable D
 from __future__ import annotations
 
 import colorsys
+import json
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPointF, Qt  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QPointF, Qt, QTimer  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from nodegraph import Choice, Float, Int, Link, Node, NodeOutput, Output  # noqa: E402
@@ -24,7 +25,7 @@ SHOTS = Path(__file__).resolve().parent.parent / "tmp" / "ui_shots"
 
 class Gradient(Node):
     """Paints a small gradient image, showing a live preview every step."""
-    category = "toy/image"
+    category = "image"
     inputs = [Float("hue", 0.6, min=0.0, max=1.0, step=0.01), Int("steps", 4, min=1, max=100),
               Float("delay", 0.0, min=0.0, max=5.0)]
     outputs = [Output("image", T.IMAGE)]
@@ -45,24 +46,39 @@ class Gradient(Node):
         return (img,)
 
 
+def workflow_chunks(graph) -> dict[str, str]:
+    """The PNG text chunks SaveImage writes (nodes.image_files.workflow_chunks: our native JSON and
+    ComfyUI's API JSON of the graph that ran), built without importing torch."""
+    from nodegraph.workflow import PNG_API_KEY, PNG_NATIVE_KEY, to_comfy_api, to_native
+
+    if graph is None:
+        return {}
+    return {PNG_NATIVE_KEY: json.dumps(to_native(graph)), PNG_API_KEY: json.dumps(to_comfy_api(graph))}
+
+
 class SaveImageToy(Node):
-    """Output node: writes the image as a PNG into the output folder and shows it."""
-    category = "toy/image"
+    """Output node: writes the image as a PNG (with the workflow inside) and shows it."""
+    category = "image"
     output_node = True
     inputs = [Link("image", T.IMAGE)]
     outputs = []
 
     def run(self, ctx, image):
+        from PIL.PngImagePlugin import PngInfo
+
         out = Path(ctx.env.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"toy_{ctx.node_id}_{time.time_ns()}.png"
-        image.save(path)
+        info = PngInfo()
+        for key, text in workflow_chunks(ctx.graph).items():
+            info.add_text(key, text)
+        image.save(path, pnginfo=info)
         return NodeOutput((), {"images": [str(path)]})
 
 
 class SeedNode(Node):
     """Holds a seed (to test the seed widget)."""
-    category = "toy"
+    category = "values"
     inputs = [Int("seed", 7, min=0, max=2**64 - 1), Float("strength", 0.5, min=0.0, max=1.0)]
     outputs = [Output("value", T.FLOAT)]
 
@@ -72,7 +88,7 @@ class SeedNode(Node):
 
 class PickModel(Node):
     """Picks a checkpoint file from the model folder (a dynamic choice list)."""
-    category = "toy/loaders"
+    category = "loaders"
     inputs = [Choice("ckpt_name", lambda env: env.list_models("checkpoints") if env else [])]
     outputs = [Output("name", T.STRING)]
 
@@ -152,3 +168,37 @@ def build_chain(window, delay=0.0, steps=3):
     ed.set_value(b, "steps", int(steps))
     window.view.fit_all()
     return a, b, c
+
+
+class LoopLatency:
+    """A 10 ms timer on the GUI thread; a late tick means the event loop was blocked. Records the
+    worst lateness (gap minus interval) and what the run was doing at each long gap."""
+
+    def __init__(self, interval_ms: int = 10):
+        self.interval = interval_ms
+        self.clock = QElapsedTimer()
+        self.max = 0.0
+        self.ticks = 0
+        self.stalls: list[tuple[float, float, str]] = []  # (lateness ms, at s, doing)
+        self.doing = "idle"
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.clock.start()
+        self._last = self.clock.nsecsElapsed()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        now = self.clock.nsecsElapsed()
+        late = (now - self._last) / 1e6 - self.interval
+        self._last = now
+        self.ticks += 1
+        self.max = max(self.max, late)
+        if late > 30:
+            self.stalls.append((late, now / 1e9, self.doing))

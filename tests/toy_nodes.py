@@ -33,7 +33,7 @@ def _record(ctx) -> None:
 
 class Number(Node):
     """A constant number."""
-    category = "toy"
+    category = "values"
     inputs = [Float("value", 1.0, min=-1e6, max=1e6)]
     outputs = [Output("value", T.FLOAT)]
 
@@ -44,7 +44,7 @@ class Number(Node):
 
 class Add(Node):
     """a + b"""
-    category = "toy"
+    category = "math"
     inputs = [Float("a", 0.0), Float("b", 0.0)]
     outputs = [Output("sum", T.FLOAT)]
 
@@ -55,7 +55,7 @@ class Add(Node):
 
 class Mul(Node):
     """a × b"""
-    category = "toy"
+    category = "math"
     inputs = [Float("a", 1.0), Float("b", 1.0)]
     outputs = [Output("product", T.FLOAT)]
 
@@ -66,7 +66,7 @@ class Mul(Node):
 
 class Steps(Node):
     """Counts to `steps`, reporting progress and sleeping `delay` seconds per step."""
-    category = "toy"
+    category = "sampling"
     inputs = [Float("x", 0.0), Int("steps", 3, min=1, max=1000), Float("delay", 0.0, min=0.0, max=10.0)]
     outputs = [Output("x", T.FLOAT)]
 
@@ -80,7 +80,7 @@ class Steps(Node):
 
 class Fail(Node):
     """Fails: with a user error when `how` is 'input', else with a plain exception."""
-    category = "toy"
+    category = "utils"
     inputs = [Float("x", 0.0), Choice("how", ["crash", "input"], "crash")]
     outputs = [Output("x", T.FLOAT)]
 
@@ -93,7 +93,7 @@ class Fail(Node):
 
 class Noise(Node):
     """A random number, different on every run."""
-    category = "toy"
+    category = "values"
     inputs = []
     outputs = [Output("value", T.FLOAT)]
 
@@ -108,7 +108,7 @@ class Noise(Node):
 
 class Text(Node):
     """A piece of text."""
-    category = "toy"
+    category = "text"
     inputs = [String("text", "hello", multiline=True)]
     outputs = [Output("text", T.STRING)]
 
@@ -119,7 +119,7 @@ class Text(Node):
 
 class MakeLatent(Node):
     """Gives a LATENT (a list), to test type checks."""
-    category = "toy"
+    category = "latent"
     inputs = [Int("size", 2, min=1, max=64)]
     outputs = [Output("latent", T.LATENT)]
 
@@ -130,17 +130,18 @@ class MakeLatent(Node):
 
 class Show(Node):
     """Output node: shows a value; with `path` set, also writes it to that file in the output dir."""
-    category = "toy"
+    category = "output"
     output_node = True
     inputs = [Link("value", T.ANY), String("path", "")]
     outputs = []
 
     def run(self, ctx, value, path):
         _record(ctx)
-        ui = {"text": [repr(value)]}
+        text = value if isinstance(value, str) else repr(value)  # strings show as text, not repr
+        ui = {"text": [text]}
         if path:
             target = ctx.env.output_dir / path
-            atomic_write(target, repr(value))
+            atomic_write(target, text)
             ui["files"] = [str(target)]
         return NodeOutput((), ui)
 

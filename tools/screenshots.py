@@ -1,8 +1,9 @@
 """Render editor screenshots to docs/screenshots/ (offscreen, no display needed).
 
     python tools/screenshots.py                 toy nodes, a demo graph (works without models)
-    python tools/screenshots.py --real          the SD nodes (REGISTRY.discover("nodes")) and
-                                                workflows/default.json, run if --run is given
+    python tools/screenshots.py --real --run    the SD nodes (REGISTRY.discover("nodes")) and
+                                                workflows/default.json with the bundled model,
+                                                run first (without --run: as opened)
 
 Writes editor_after_run.png, node_search.png and error_state.png.
 """
@@ -61,6 +62,15 @@ def toy_graph(window) -> dict[str, str]:
     return ids
 
 
+def _first_of(window, *types: str) -> str | None:
+    """The id of the first node of the first of these types that the graph has."""
+    for type_name in types:
+        for nid, node in window.editor.graph.nodes.items():
+            if node.type == type_name:
+                return nid
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="render editor screenshots")
     p.add_argument("--real", action="store_true", help="use the SD nodes and --workflow")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", action="store_true", help="with --real: run the workflow before the shot")
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     p.add_argument("--models-dir", default=str(REPO / "models"), help="with --real: the model folder")
-    p.add_argument("--size", default="1500x900")
+    p.add_argument("--size", default="1920x1080", help="window size (the canvas gets what the docks leave)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,22 +115,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot open {args.workflow}: {window.statusBar().currentMessage()}", file=sys.stderr)
             return 1
         if args.run:
+            window.warm_up(["nodes"], delay_ms=0)  # as the editor does once it is idle
+            wait(app, lambda: window.warmup.done, 300)
             job = window.run()
             wait(app, lambda: job.finished, 600)
-        ids = {}
+            if job.status != "ok":
+                print(f"the run did not succeed: {job.status} {job.message}", file=sys.stderr)
+                return 1
+        ids = {"source": _first_of(window, "VAEDecode", "EmptyLatentImage")}
     else:
         ids = toy_graph(window)
+        ids["source"] = ids["grad"]
         job = window.run()
         wait(app, lambda: job.finished, 60)
         window.run_view.clear()
+    if not window.problems.count():
+        window.problems_dock.hide()  # an empty problems list only takes room (it opens on problems)
     window.view.fit_all()
     wait(app, lambda: False, 0.3)
     window.grab().save(str(out / "editor_after_run.png"))
 
     # node search, opened from a link dragged out of an output onto empty canvas
-    if ids:
-        window.scene.begin_link_drag(window.scene.nodes[ids["grad"]].outputs[0], QPointF(560, 180))
-        window.scene.end_link_drag(QPointF(560, 180))
+    source = window.scene.nodes.get(ids["source"])
+    if source is not None:
+        end = source.output_anchor(0) + QPointF(140, 90)
+        window.scene.begin_link_drag(source.outputs[0], end)
+        window.scene.end_link_drag(end)
     else:
         window.open_search(window.view.mapToScene(window.view.viewport().rect().center()), None)
     wait(app, lambda: False, 0.2)
@@ -128,17 +148,22 @@ def main(argv: list[str] | None = None) -> int:
     window.search.hide()
 
     # error state: a failing node and a validation problem
+    ed = window.editor
     if not args.real:
-        ed = window.editor
         fail = ed.add_node("Fail", (640, 560))
         ed.connect(ids["steps"], 0, fail, "x")
         bad = ed.add_node("Show", (980, 560))
         ed.connect(fail, 0, bad, "value")
-        job = window.run()
-        wait(app, lambda: job.finished, 60)
-        window.view.fit_all()
-    else:
-        window.run_view.validate_now()
+    else:  # a checkpoint that is not there and an out-of-range value, as a user might leave them
+        loader = _first_of(window, "CheckpointLoaderSimple")
+        sampler = _first_of(window, "KSampler")
+        if loader:
+            ed.set_value(loader, "ckpt_name", "sd15-missing.safetensors")
+        if sampler:
+            ed.set_value(sampler, "steps", 0)
+    job = window.run()
+    wait(app, lambda: job.finished, 60)
+    window.view.fit_all()
     wait(app, lambda: False, 0.3)
     window.grab().save(str(out / "error_state.png"))
     for name in ("editor_after_run", "node_search", "error_state"):

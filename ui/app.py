@@ -1,11 +1,14 @@
 """Editor entry point: `python main.py [WORKFLOW]`.
 
 The window shows first; node packages are discovered and the workflow is opened right after, on
-the next turn of the event loop. Nothing here imports torch: nodes import it inside `run`, on the
-runner's worker thread.
+the next turn of the event loop. Nothing here imports torch: nodes import it inside `run`. Once
+the window is up and idle, ui/warmup.py imports torch/diffusers/transformers on a background
+thread, so that the first run does not (importing holds the GIL and would stall the GUI thread).
 
 SDGRAPH_STARTUP_PROBE=1 prints `sdgraph-startup-ms <ms>` (process start → window exposed) and quits
-(used by bench/startup.py).
+(used by bench/startup.py); SDGRAPH_STARTUP_PROBE=warm also runs the warm-up and prints
+`sdgraph-warm-ms <ms> stall-ms <ms>` (process start → warm, and the longest event-loop stall
+meanwhile) before quitting.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def node_packages(extra: list[str]) -> list[str]:
+    return ["nodes", *extra, *filter(None, os.environ.get("SDGRAPH_NODE_PACKAGES", "").split(os.pathsep))]
+
+
 def discover(registry, extra: list[str]) -> list[str]:
     """Import node packages; returns one message per package that failed."""
-    packages = ["nodes", *extra, *filter(None, os.environ.get("SDGRAPH_NODE_PACKAGES", "").split(os.pathsep))]
+    packages = node_packages(extra)
     failed = []
     for package in packages:
         try:
@@ -62,6 +69,33 @@ def make_env(models_dir: str | None = None):
     if models_dir:
         env.models_dir = Path(models_dir)
     return env
+
+
+def probe_warm_up(app, window, packages: list[str]) -> None:
+    """Warm up now and report when it is done, with the worst event-loop lateness meanwhile."""
+    from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+
+    clock, worst, last = QElapsedTimer(), [0.0], [0]
+    tick = QTimer(window, interval=10)
+    tick.setTimerType(Qt.PreciseTimer)
+
+    def on_tick() -> None:
+        now = clock.nsecsElapsed()
+        worst[0] = max(worst[0], (now - last[0]) / 1e6 - 10)
+        last[0] = now
+
+    def finished(_seconds: float) -> None:
+        tick.stop()
+        print(f"sdgraph-warm-ms {(process_age_s() or 0) * 1000:.0f} stall-ms {worst[0]:.0f}"
+              + "".join(f" failed={m.split(':')[0]}" for m in window.warmup.failed), flush=True)
+        QTimer.singleShot(0, app.quit)
+
+    tick.timeout.connect(on_tick)
+    window.warmup.finished.connect(finished)
+    clock.start()
+    last[0] = clock.nsecsElapsed()
+    tick.start()
+    window.warm_up(packages, delay_ms=0)
 
 
 def main(argv: list[str]) -> int:
@@ -98,7 +132,12 @@ def main(argv: list[str]) -> int:
             window.open_path(args.workflow, ask=False)
         if probe:
             print(f"sdgraph-ready-ms {(process_age_s() or 0) * 1000:.0f} nodes={len(REGISTRY.names())}", flush=True)
+        if probe == "warm":
+            probe_warm_up(app, window, node_packages(args.node_package))
+        elif probe:
             QTimer.singleShot(0, app.quit)
+        else:
+            window.warm_up(node_packages(args.node_package))
 
     QTimer.singleShot(0, after_show)
     return app.exec()

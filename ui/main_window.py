@@ -26,6 +26,7 @@ from .runner import Runner
 from .scene import GraphScene
 from .search import NodeSearch
 from .view import GraphView
+from .warmup import Warmup
 
 AUTOSAVE_MS = int(os.environ.get("SDGRAPH_AUTOSAVE_MS", "30000"))
 
@@ -42,6 +43,8 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.search = NodeSearch(registry, self.view)
         self.runner = Runner(registry, env, self)
         self.autosave = files.Autosave()
+        self.warmup = Warmup(self)
+        self.warmup.finished.connect(self._warmed_up)
         self._build_docks()
         self._build_status()
         self._build_actions()
@@ -300,6 +303,24 @@ class MainWindow(DocumentMixin, QMainWindow):
         menu.exec(screen_pos)
 
     # -- running ------------------------------------------------------------------------------------
+    def warm_up(self, packages: list[str] | None = None, delay_ms: int = 200) -> None:
+        """Import torch & co. on a background thread once the event loop is idle (after the window
+        has painted and the workflow is open); `self.warmup.finished` says when it is done."""
+        if not self.warmup.started:
+            QTimer.singleShot(delay_ms, lambda: self._start_warmup(packages))
+
+    def _start_warmup(self, packages) -> None:
+        if self.warmup.started:
+            return
+        if not self.runner.busy:
+            self.progress_label.setText("Loading the model machinery…")
+        self.warmup.start(packages)
+
+    def _warmed_up(self, seconds: float) -> None:
+        if self.progress_label.text().startswith("Loading the model machinery"):
+            self.progress_label.setText("Ready")
+        self.statusBar().showMessage(f"torch, diffusers and transformers loaded in {seconds:.1f} s", 4000)
+
     def run(self):
         self.search.hide()
         self.scene.setFocus()  # commit a field being edited

@@ -3,8 +3,10 @@ and an area for results (images, previews, text) and error messages."""
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFontMetricsF, QImage, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFontMetricsF, QImage, QPainterPath, QPen, QTextLayout
 from PySide6.QtWidgets import QComboBox, QGraphicsItem, QGraphicsProxyWidget, QLineEdit
 
 from . import theme
@@ -16,6 +18,8 @@ TITLE_H = 26.0
 ROW = 24.0
 PAD = 10.0
 TEXT_H = 66.0
+MAX_AUTO_WIDTH = 420.0
+FIELD_PT = 10.0  # the style sheet's font size, which value fields show
 
 
 class NodeItem(QGraphicsItem):
@@ -37,6 +41,7 @@ class NodeItem(QGraphicsItem):
         self.progress: tuple[int, int] | None = None
         self.message = ""  # error or validation message shown on the node
         self.image: QImage | None = None
+        self.image_is_preview = False
         self.image_count = 0
         self.text_result = ""
         self.width = 260.0
@@ -70,6 +75,8 @@ class NodeItem(QGraphicsItem):
         size = node.ui.get("size")
         if isinstance(size, list | tuple) and size and isinstance(size[0], int | float):
             self.width = float(max(200, min(640, size[0])))
+        else:
+            self.width = self._natural_width(node)
         pos = node.ui.get("pos")
         if isinstance(pos, list | tuple) and len(pos) == 2:
             self.setPos(float(pos[0]), float(pos[1]))
@@ -107,6 +114,29 @@ class NodeItem(QGraphicsItem):
         self.body_bottom = y + 6
         self._layout_extra()
 
+    def _label_width(self) -> float:
+        """Room for the longest value-field label (fields line up in one column)."""
+        fm = QFontMetricsF(theme.node_font(8.5))
+        names = [s.name for s in (self.cls.inputs if self.cls else []) if s.is_widget] + ["after run"]
+        return max(fm.horizontalAdvance(n) for n in names) + PAD + 12
+
+    def _split(self, width: float) -> float:
+        """Where value fields start: after the labels, at most 40 % of the width (min 80)."""
+        return max(80.0, min(width * 0.4, self._label_width()))
+
+    def _natural_width(self, node) -> float:
+        """Wide enough for the values of its choice fields (a checkpoint name…), within limits."""
+        width = 260.0
+        if self.cls is None:
+            return width
+        fm = QFontMetricsF(theme.node_font(FIELD_PT))
+        for spec in self.cls.inputs:
+            if spec.is_widget and (spec.type.name == "COMBO" or spec.choices is not None):
+                text = str(node.values.get(spec.name, spec.default if spec.has_default else ""))
+                field = fm.horizontalAdvance(text) + 40  # padding, the drop-down arrow
+                width = max(width, max(80.0, self._label_width()) + field + PAD)
+        return min(MAX_AUTO_WIDTH, float(math.ceil(width / 10) * 10))
+
     def _layout_extra(self) -> None:
         self.prepareGeometryChange()
         y = self.body_bottom
@@ -122,9 +152,8 @@ class NodeItem(QGraphicsItem):
         self.gscene.node_geometry_changed(self)
 
     def _text_height(self, text: str, max_lines: int) -> float:
-        fm = QFontMetricsF(theme.node_font(8.5))
-        r = fm.boundingRect(QRectF(0, 0, self.width - 2 * PAD - 8, 1e4), Qt.TextWordWrap, text)
-        return min(r.height(), fm.lineSpacing() * max_lines) + 6
+        lines = wrap_lines(text, theme.node_font(8.5), self.width - 2 * PAD - 8, max_lines)
+        return QFontMetricsF(theme.node_font(8.5)).lineSpacing() * len(lines) + 6
 
     def _unknown_outputs(self) -> int:
         slots = [slot for _t, _n, slot in self.gscene.graph.consumers(self.node_id)]
@@ -160,7 +189,7 @@ class NodeItem(QGraphicsItem):
             self.labels.append((QRectF(PAD, y, W - 2 * PAD, ROW - 4), spec.name, Qt.AlignLeft, theme.TEXT_DIM))
             self._proxy(field, QRectF(PAD, y + ROW - 4, W - 2 * PAD, TEXT_H))
             return y + ROW - 4 + TEXT_H + 4
-        split = max(80.0, W * 0.4)
+        split = self._split(W)
         self.labels.append((QRectF(PAD + 2, y, split - PAD - 6, ROW), spec.name, Qt.AlignLeft, theme.TEXT_DIM))
         self._proxy(field, QRectF(split, y + 2, W - split - PAD, ROW - 4))
         y += ROW
@@ -185,6 +214,17 @@ class NodeItem(QGraphicsItem):
         proxy.setPos(rect.topLeft())
         proxy.setZValue(1)
         return proxy
+
+    def sync_seed_modes(self) -> None:
+        """Show the node's "after run" modes (after an edit, its undo or redo)."""
+        modes = self.node.ui.get("after_run") or {}
+        for key, combo in self.fields.items():
+            if key.endswith(":after_run"):
+                mode = modes.get(key.rsplit(":", 1)[0], "fixed")
+                if combo.currentText() != mode:
+                    combo.blockSignals(True)
+                    combo.setCurrentText(mode)
+                    combo.blockSignals(False)
 
     def set_value(self, name: str, value) -> None:
         field = self.fields.get(name)
@@ -213,12 +253,20 @@ class NodeItem(QGraphicsItem):
         self.text_result = "\n".join(str(t) for t in ui.get("text", []))[:2000] if ui else ""
         self.image_count = len(ui.get("images", [])) if ui else 0
         if image is not None:
-            self.image = image
+            self.image, self.image_is_preview = image, False
         self._layout_extra()
 
     def set_preview(self, image: QImage) -> None:
-        self.image = image
+        """A live per-step preview while the node runs (the sampler's)."""
+        self.image, self.image_is_preview = image, True
         self._layout_extra()
+
+    def finished(self) -> None:
+        """The node ran to its end: a live preview has served its purpose (the result shows on the
+        output nodes; a coarse latent preview left behind would only disagree with it)."""
+        if self.image_is_preview:
+            self.image, self.image_is_preview = None, False
+            self._layout_extra()
 
     def _update_tooltip(self) -> None:
         lines = [f"{self.title()} — {self.node.type} (node {self.node_id})"]
@@ -317,14 +365,16 @@ class NodeItem(QGraphicsItem):
             painter.fillRect(QRectF(PAD, y, W - 2 * PAD, h), QColor(theme.FIELD))
             painter.setPen(QColor(theme.TEXT))
             painter.setFont(theme.node_font(8.5))
-            painter.drawText(QRectF(PAD + 4, y + 3, W - 2 * PAD - 8, h - 6), Qt.TextWordWrap, self.text_result)
+            lines = wrap_lines(self.text_result, theme.node_font(8.5), W - 2 * PAD - 8, 6)
+            painter.drawText(QRectF(PAD + 4, y + 3, W - 2 * PAD - 8, h - 6), Qt.AlignLeft | Qt.AlignTop, "\n".join(lines))
             y += h + 8
         if self.message:
             h = self._text_height(self.message, 8)
             painter.fillRect(QRectF(PAD - 4, y, W - 2 * PAD + 8, h + 2), QColor(120, 30, 30, 170))
             painter.setPen(QColor("#ffd7d4"))
             painter.setFont(theme.node_font(8.5))
-            painter.drawText(QRectF(PAD, y + 3, W - 2 * PAD - 4, h - 4), Qt.TextWordWrap, self.message)
+            lines = wrap_lines(self.message, theme.node_font(8.5), W - 2 * PAD - 8, 8)
+            painter.drawText(QRectF(PAD, y + 3, W - 2 * PAD - 4, h - 4), Qt.AlignLeft | Qt.AlignTop, "\n".join(lines))
 
     # -- interaction ----------------------------------------------------------------------------
     def itemChange(self, change, value):  # noqa: N802 - Qt API
@@ -377,6 +427,31 @@ class NodeItem(QGraphicsItem):
             self.setSelected(True)
         self.gscene.node_context_menu(self, event.screenPos())
         event.accept()
+
+
+def wrap_lines(text: str, font, width: float, max_lines: int) -> list[str]:
+    """`text` word-wrapped to `width`; past `max_lines` the last line ends in an ellipsis (the
+    whole text is in the node's tooltip or the problems list)."""
+    fm = QFontMetricsF(font)
+    lines: list[str] = []
+    for para in text.split("\n"):
+        layout = QTextLayout(para, font)
+        layout.beginLayout()
+        while len(lines) <= max_lines:
+            line = layout.createLine()
+            if not line.isValid():
+                break
+            line.setLineWidth(width)
+            lines.append(para[line.textStart():line.textStart() + line.textLength()].rstrip())
+        layout.endLayout()
+        if len(lines) > max_lines:
+            break
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = fm.elidedText(lines[-1] + " …", Qt.ElideRight, width)
+        if not lines[-1].endswith("…"):
+            lines[-1] = fm.elidedText(lines[-1] + "…", Qt.ElideRight, width)
+    return lines
 
 
 class _Unknown:

@@ -130,6 +130,8 @@ class RunView(QObject):
 
     def _on_NodeFinished(self, e: ev.NodeFinished) -> None:  # noqa: N802
         self._finished(e, "done", e.seconds)
+        if (item := self._item(e.node_id)) is not None:
+            item.finished()
 
     def _on_NodeCached(self, e: ev.NodeCached) -> None:  # noqa: N802
         self._finished(e, "cached")

@@ -119,7 +119,9 @@ class GraphScene(QGraphicsScene):
         elif kind == "ui_changed" and ch.node_id in self.nodes:
             item = self.nodes[ch.node_id]
             detail = ch.detail or {}
-            if set(detail) - {"pos", "title"}:
+            if set(detail) == {"after_run"}:
+                item.sync_seed_modes()  # no rebuild: the combo that made the edit stays
+            elif set(detail) - {"pos", "title"}:
                 item.rebuild()
             elif "pos" in detail:
                 pos = detail["pos"]
@@ -250,7 +252,8 @@ class GraphScene(QGraphicsScene):
         box.setZValue(100)
         self.addItem(box)
         self._hint_item = box
-        QTimer.singleShot(3000, lambda b=box: self._bury(b) if b is self._hint_item and b.scene() else None)
+        # the scene as the timer's context: no call once the scene is gone (its items with it)
+        QTimer.singleShot(3000, self, lambda b=box: self._bury(b) if b is self._hint_item and b.scene() else None)
 
     # -- gestures -------------------------------------------------------------------------------
     def mouseReleaseEvent(self, event):  # noqa: N802 - Qt API

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
@@ -28,7 +29,7 @@ FIELD_BORDER = "#3a3f47"
 CATEGORY_COLORS = {
     "loaders": "#6d5a9c", "conditioning": "#a0693a", "sampling": "#3e6f9e", "latent": "#a24f7a",
     "image": "#3e7f8a", "mask": "#4d7f4d", "text": "#5f7f3e", "toy": "#4f6272", "utils": "#5c5c5c",
-    "advanced": "#7a4f4f", "output": "#2f7d6d",
+    "advanced": "#7a4f4f", "output": "#2f7d6d", "values": "#7d6a35", "math": "#3f6f64",
 }
 
 
@@ -40,6 +41,9 @@ def category_color(category: str) -> QColor:
     digest = hashlib.md5(root.encode()).digest()
     return QColor.fromHsl(digest[0] * 360 // 256, 70, 85)
 
+
+# Combo boxes on nodes draw this arrow (the style sheet's own would vanish with a styled drop-down).
+ARROW_DOWN = (Path(__file__).resolve().parent / "icons" / "arrow_down.svg").as_posix()
 
 STYLESHEET = f"""
 QWidget {{ color: {TEXT}; font-size: 10pt; }}
@@ -67,8 +71,16 @@ QMenuBar::item:selected {{ background: #3a3f47; }}
 #NodeField:focus {{ border-color: {ACCENT}; }}
 QPlainTextEdit#NodeField {{ padding: 2px; }}
 QCheckBox#NodeField {{ border: none; background: transparent; }}
-QComboBox#NodeField::drop-down, QAbstractSpinBox#NodeField::up-button,
-QAbstractSpinBox#NodeField::down-button {{ width: 14px; border: none; }}
+QComboBox#NodeField {{ padding-right: 16px; }}
+QComboBox#NodeField::drop-down {{ subcontrol-origin: border; subcontrol-position: center right; width: 16px;
+    background: #353a42; border: none; border-left: 1px solid {FIELD_BORDER};
+    border-top-right-radius: 3px; border-bottom-right-radius: 3px; }}
+QComboBox#NodeField::drop-down:hover {{ background: #424852; }}
+QComboBox#NodeField::down-arrow {{ image: url({ARROW_DOWN}); width: 8px; height: 5px; }}
+QComboBox#NodeField::down-arrow:on {{ top: 1px; }}
+QComboBox#NodeField QAbstractItemView {{ background: #2b2f35; border: 1px solid {FIELD_BORDER};
+    selection-background-color: #34506e; }}
+QAbstractSpinBox#NodeField::up-button, QAbstractSpinBox#NodeField::down-button {{ width: 14px; border: none; }}
 #NodeButton {{ background: #353a42; border: 1px solid {FIELD_BORDER}; border-radius: 3px; padding: 0px; }}
 #NodeButton:hover {{ background: #424852; }}
 """

@@ -166,6 +166,7 @@ class FilterCombo(_NoWheelUnlessFocused, QComboBox):
         if idx >= 0:
             self.setCurrentIndex(idx)
         self.setEditText(self._value)
+        self.lineEdit().setCursorPosition(0)  # a long name too wide for the field shows its start
         self.blockSignals(False)
 
 
