@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
@@ -220,6 +221,7 @@ class MainWindow(DocumentMixin, QMainWindow):
             mime.setData(CLIP_MIME, text.encode())
             mime.setText(text)
             QApplication.clipboard().setMimeData(mime)
+            _release_clipboard_at_exit()
 
     def cut(self) -> None:
         self.copy()
@@ -376,3 +378,23 @@ class MainWindow(DocumentMixin, QMainWindow):
 
     def dropEvent(self, event):  # noqa: N802 - Qt API
         self.files_dropped([u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()])
+
+
+_clipboard_hook = False
+
+
+def _release_clipboard_at_exit() -> None:
+    """Qt owns the QMimeData we hand the clipboard, but its Python wrapper dies with the interpreter;
+    Qt's own exit handlers then delete it after Python has finalized and the process segfaults.
+    Clearing the clipboard while Python is still alive (atexit runs before finalization) avoids it."""
+    global _clipboard_hook
+    if _clipboard_hook:
+        return
+    _clipboard_hook = True
+
+    def clear() -> None:
+        app = QApplication.instance()
+        if app is not None:
+            app.clipboard().clear()
+
+    atexit.register(clear)
