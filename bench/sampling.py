@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MANIFEST = Path("/work/shared/fixtures/sd15_manifest.tsv")
+MANIFEST = Path(os.environ.get("SDGRAPH_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sd15_manifest.tsv"
 CACHE_DIR = REPO / "bench" / "_sd15_cache"
 CKPT = CACHE_DIR / "sd15_random_manifest.safetensors"
 # From /work/shared/fixtures/README.md (safetensors 0.8.0, torch 2.13, CPU).

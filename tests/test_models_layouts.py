@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -20,8 +18,9 @@ from nodes.models.convert import (
 from nodes.models.detect import V_PRED_MARKER, detect_checkpoint
 from nodes.models.loader import configs_for, convert_state_dict
 from nodes.models.testing import manifest_state_dict
+from tests.shared import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = FIXTURES
 DDPM = {
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
     "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",

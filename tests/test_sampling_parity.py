@@ -12,7 +12,6 @@ import json
 import types
 import warnings
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +20,9 @@ from nodes.sampling import COMFY_SAMPLER_NAMES, MISSING_SAMPLERS, SAMPLERS, SCHE
 from nodes.sampling.model_sampling import ModelSampling, sd_alphas_cumprod
 from nodes.sampling.schedules import calculate_sigmas, ksampler_sigmas
 from nodes.values import ConditioningEntry, DiffusionModel, Latent
+from tests.shared import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = FIXTURES
 TOL = 1e-4  # relative to the largest magnitude of the reference
 
 

@@ -17,9 +17,8 @@ from nodes.text.encode import clip_layer_range, encode_text, encode_tokens  # no
 from nodes.text.tokens import tokenize  # noqa: E402
 from nodes.values import ClipModel  # noqa: E402
 
-TOKENIZER_DIR = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "sd15_diffusers_config" / "tokenizer"
-)
+# the CLIP tokenizer the SD nodes ship (the same files as the fixtures' sd15_diffusers_config/tokenizer)
+TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "nodes" / "configs" / "clip_tokenizer"
 START, END = 49406, 49407
 N_LAYERS = 3
 DIM = 32

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
+from tests.shared import FIXTURES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = FIXTURES
 SD15_TOKENIZER = FIXTURES / "sd15_diffusers_config" / "tokenizer"
 SD21_TOKENIZER = FIXTURES / "sd21v_diffusers_config" / "tokenizer"  # declares pad_token "!"
 
