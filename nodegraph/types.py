@@ -24,7 +24,8 @@ _TYPES: dict[str, SocketType] = {}
 
 
 def define_type(name: str, color: str = "#9e9e9e", description: str = "", widget: bool = False) -> SocketType:
-    """Declare a socket type (idempotent for an identical declaration)."""
+    """Declare a socket type. The first declaration of a name wins: a node package that declares a
+    type another package (or the core) already has gets the existing one, so both connect."""
     existing = _TYPES.get(name)
     new = SocketType(name, color, description, widget)
     if existing is not None:
