@@ -137,6 +137,13 @@ def unknown_names(graph: Graph, registry: Registry) -> list[str]:
 
 
 # -- ComfyUI API format ------------------------------------------------------------------------
+def workflow_chunks(graph: Graph | None) -> dict[str, str]:
+    """The PNG text chunks that carry a workflow: our native JSON and ComfyUI's API JSON."""
+    if graph is None:
+        return {}
+    return {PNG_NATIVE_KEY: json.dumps(to_native(graph)), PNG_API_KEY: json.dumps(to_comfy_api(graph))}
+
+
 def to_comfy_api(graph: Graph) -> dict[str, Any]:
     out = {}
     for node in graph.nodes.values():

@@ -96,7 +96,8 @@ class SaveImage(Node):
     outputs = []
 
     def run(self, ctx, images, filename_prefix):
-        from nodes.image_files import save_images, workflow_chunks
+        from nodegraph.workflow import workflow_chunks
+        from nodes.image_files import save_images
 
         try:
             paths = save_images(images, ctx.env.output_dir, filename_prefix, workflow_chunks(ctx.graph))

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from nodegraph.fileio import atomic_write
-from nodegraph.workflow import PNG_API_KEY, PNG_NATIVE_KEY, to_comfy_api, to_native
 
 from .imageops import image_to_pil, pil_to_image
-
-
-def workflow_chunks(graph: Any) -> dict[str, str]:
-    """Our native JSON and ComfyUI's API JSON of the running workflow, for PNG text chunks."""
-    if graph is None:
-        return {}
-    return {PNG_NATIVE_KEY: json.dumps(to_native(graph)), PNG_API_KEY: json.dumps(to_comfy_api(graph))}
 
 
 def resolve_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:

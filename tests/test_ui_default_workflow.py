@@ -93,7 +93,7 @@ def test_default_workflow_runs_without_blocking_the_gui_thread(qtbot, real_windo
     assert len(sampler_previews) >= 5 and all(sampler_previews)  # live previews while sampling
     paths = w.gallery.paths()
     assert len(paths) == 1 and paths[0].endswith(".png")
-    from nodes.image_files import workflow_chunks
+    from nodegraph.workflow import workflow_chunks
 
     assert test_ui_support.workflow_chunks(ran) == workflow_chunks(ran)  # the toy save node writes the same
     w.new_document()

@@ -4,7 +4,6 @@ make images, so results, previews and the gallery can be tested without Stable D
 from __future__ import annotations
 
 import colorsys
-import json
 import time
 from pathlib import Path
 
@@ -13,12 +12,14 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QElapsedTimer, QPointF, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from nodegraph import Choice, Float, Int, Link, Node, NodeOutput, Output  # noqa: E402
 from nodegraph import types as T  # noqa: E402
+from nodegraph.workflow import workflow_chunks  # noqa: E402  (also what the toy save node writes)
 from tests.toy_nodes import make_registry  # noqa: E402
+from ui.latency import LoopLatency  # noqa: E402,F401  (the tests measure the GUI thread with it)
 
 SHOTS = Path(__file__).resolve().parent.parent / "tmp" / "ui_shots"
 
@@ -44,16 +45,6 @@ class Gradient(Node):
             ctx.preview(img, i + 1)
             ctx.progress(i + 1, steps)
         return (img,)
-
-
-def workflow_chunks(graph) -> dict[str, str]:
-    """The PNG text chunks SaveImage writes (nodes.image_files.workflow_chunks: our native JSON and
-    ComfyUI's API JSON of the graph that ran), built without importing torch."""
-    from nodegraph.workflow import PNG_API_KEY, PNG_NATIVE_KEY, to_comfy_api, to_native
-
-    if graph is None:
-        return {}
-    return {PNG_NATIVE_KEY: json.dumps(to_native(graph)), PNG_API_KEY: json.dumps(to_comfy_api(graph))}
 
 
 class SaveImageToy(Node):
@@ -168,37 +159,3 @@ def build_chain(window, delay=0.0, steps=3):
     ed.set_value(b, "steps", int(steps))
     window.view.fit_all()
     return a, b, c
-
-
-class LoopLatency:
-    """A 10 ms timer on the GUI thread; a late tick means the event loop was blocked. Records the
-    worst lateness (gap minus interval) and what the run was doing at each long gap."""
-
-    def __init__(self, interval_ms: int = 10):
-        self.interval = interval_ms
-        self.clock = QElapsedTimer()
-        self.max = 0.0
-        self.ticks = 0
-        self.stalls: list[tuple[float, float, str]] = []  # (lateness ms, at s, doing)
-        self.doing = "idle"
-        self.timer = QTimer()
-        self.timer.setTimerType(Qt.PreciseTimer)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self._tick)
-
-    def start(self) -> None:
-        self.clock.start()
-        self._last = self.clock.nsecsElapsed()
-        self.timer.start()
-
-    def stop(self) -> None:
-        self.timer.stop()
-
-    def _tick(self) -> None:
-        now = self.clock.nsecsElapsed()
-        late = (now - self._last) / 1e6 - self.interval
-        self._last = now
-        self.ticks += 1
-        self.max = max(self.max, late)
-        if late > 30:
-            self.stalls.append((late, now / 1e9, self.doing))

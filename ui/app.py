@@ -73,28 +73,20 @@ def make_env(models_dir: str | None = None):
 
 def probe_warm_up(app, window, packages: list[str]) -> None:
     """Warm up now and report when it is done, with the worst event-loop lateness meanwhile."""
-    from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+    from PySide6.QtCore import QTimer
 
-    clock, worst, last = QElapsedTimer(), [0.0], [0]
-    tick = QTimer(window, interval=10)
-    tick.setTimerType(Qt.PreciseTimer)
+    from .latency import LoopLatency
 
-    def on_tick() -> None:
-        now = clock.nsecsElapsed()
-        worst[0] = max(worst[0], (now - last[0]) / 1e6 - 10)
-        last[0] = now
+    latency = LoopLatency(10)
 
     def finished(_seconds: float) -> None:
-        tick.stop()
-        print(f"sdgraph-warm-ms {(process_age_s() or 0) * 1000:.0f} stall-ms {worst[0]:.0f}"
+        latency.stop()
+        print(f"sdgraph-warm-ms {(process_age_s() or 0) * 1000:.0f} stall-ms {latency.max:.0f}"
               + "".join(f" failed={m.split(':')[0]}" for m in window.warmup.failed), flush=True)
         QTimer.singleShot(0, app.quit)
 
-    tick.timeout.connect(on_tick)
     window.warmup.finished.connect(finished)
-    clock.start()
-    last[0] = clock.nsecsElapsed()
-    tick.start()
+    latency.start()
     window.warm_up(packages, delay_ms=0)
 
 

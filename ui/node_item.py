@@ -44,6 +44,9 @@ class NodeItem(QGraphicsItem):
         self.image_is_preview = False
         self.image_count = 0
         self.text_result = ""
+        # text_result and message, word-wrapped to the node's width by _layout_extra (paint reuses them)
+        self.result_lines: list[str] = []
+        self.message_lines: list[str] = []
         self.width = 260.0
         self.height = TITLE_H
         self.body_bottom = TITLE_H
@@ -143,16 +146,21 @@ class NodeItem(QGraphicsItem):
         if self.image is not None:
             w = self.width - 2 * PAD
             y += min(320.0, w * self.image.height() / max(1, self.image.width())) + 8
-        if self.text_result:
-            y += self._text_height(self.text_result, 6) + 8
-        if self.message:
-            y += self._text_height(self.message, 8) + 10
+        self.result_lines = self._wrap(self.text_result, 6)
+        self.message_lines = self._wrap(self.message, 8)
+        if self.result_lines:
+            y += self._lines_height(self.result_lines) + 8
+        if self.message_lines:
+            y += self._lines_height(self.message_lines) + 10
         self.height = y
         self.update()
         self.gscene.node_geometry_changed(self)
 
-    def _text_height(self, text: str, max_lines: int) -> float:
-        lines = wrap_lines(text, theme.node_font(8.5), self.width - 2 * PAD - 8, max_lines)
+    def _wrap(self, text: str, max_lines: int) -> list[str]:
+        return wrap_lines(text, theme.node_font(8.5), self.width - 2 * PAD - 8, max_lines) if text else []
+
+    @staticmethod
+    def _lines_height(lines: list[str]) -> float:
         return QFontMetricsF(theme.node_font(8.5)).lineSpacing() * len(lines) + 6
 
     def _unknown_outputs(self) -> int:
@@ -360,21 +368,21 @@ class NodeItem(QGraphicsItem):
                 painter.setPen(QColor(theme.TEXT_DIM))
                 painter.drawText(QRectF(PAD, y + h - 16, w - 4, 16), Qt.AlignRight, f"1/{self.image_count}")
             y += h + 8
-        if self.text_result and not self.node.ui.get("collapsed"):
-            h = self._text_height(self.text_result, 6)
+        if self.result_lines and not self.node.ui.get("collapsed"):
+            h = self._lines_height(self.result_lines)
             painter.fillRect(QRectF(PAD, y, W - 2 * PAD, h), QColor(theme.FIELD))
             painter.setPen(QColor(theme.TEXT))
             painter.setFont(theme.node_font(8.5))
-            lines = wrap_lines(self.text_result, theme.node_font(8.5), W - 2 * PAD - 8, 6)
-            painter.drawText(QRectF(PAD + 4, y + 3, W - 2 * PAD - 8, h - 6), Qt.AlignLeft | Qt.AlignTop, "\n".join(lines))
+            painter.drawText(QRectF(PAD + 4, y + 3, W - 2 * PAD - 8, h - 6), Qt.AlignLeft | Qt.AlignTop,
+                             "\n".join(self.result_lines))
             y += h + 8
-        if self.message:
-            h = self._text_height(self.message, 8)
+        if self.message_lines:
+            h = self._lines_height(self.message_lines)
             painter.fillRect(QRectF(PAD - 4, y, W - 2 * PAD + 8, h + 2), QColor(120, 30, 30, 170))
             painter.setPen(QColor("#ffd7d4"))
             painter.setFont(theme.node_font(8.5))
-            lines = wrap_lines(self.message, theme.node_font(8.5), W - 2 * PAD - 8, 8)
-            painter.drawText(QRectF(PAD, y + 3, W - 2 * PAD - 4, h - 4), Qt.AlignLeft | Qt.AlignTop, "\n".join(lines))
+            painter.drawText(QRectF(PAD, y + 3, W - 2 * PAD - 4, h - 4), Qt.AlignLeft | Qt.AlignTop,
+                             "\n".join(self.message_lines))
 
     # -- interaction ----------------------------------------------------------------------------
     def itemChange(self, change, value):  # noqa: N802 - Qt API
@@ -448,9 +456,7 @@ def wrap_lines(text: str, font, width: float, max_lines: int) -> list[str]:
             break
     if len(lines) > max_lines:
         lines = lines[:max_lines]
-        lines[-1] = fm.elidedText(lines[-1] + " …", Qt.ElideRight, width)
-        if not lines[-1].endswith("…"):
-            lines[-1] = fm.elidedText(lines[-1] + "…", Qt.ElideRight, width)
+        lines[-1] = fm.elidedText(lines[-1] + " …", Qt.ElideRight, width)  # ends in "…" either way
     return lines
 
 
