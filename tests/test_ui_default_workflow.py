@@ -15,7 +15,7 @@ import pytest
 
 from nodegraph import REGISTRY
 from nodegraph.workflow import to_native
-from tests import test_ui_support  # skips without PySide6/pytest-qt
+from tests import test_ui_support  # noqa: F401  (skips without PySide6/pytest-qt)
 from tests.test_ui_support import LoopLatency, wait_job
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,9 +93,13 @@ def test_default_workflow_runs_without_blocking_the_gui_thread(qtbot, real_windo
     assert len(sampler_previews) >= 5 and all(sampler_previews)  # live previews while sampling
     paths = w.gallery.paths()
     assert len(paths) == 1 and paths[0].endswith(".png")
+    from PIL import Image
+
     from nodegraph.workflow import workflow_chunks
 
-    assert test_ui_support.workflow_chunks(ran) == workflow_chunks(ran)  # the toy save node writes the same
+    with Image.open(paths[0]) as png:  # the real SaveImage embeds the graph that ran, as ComfyUI does
+        expected = workflow_chunks(ran)
+        assert {k: png.text.get(k) for k in expected} == expected
     w.new_document()
     assert w.open_path(paths[0], ask=False)
     assert to_native(w.editor.graph)["nodes"] == to_native(ran)["nodes"]

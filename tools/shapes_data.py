@@ -329,27 +329,29 @@ def analyse_image(img: Image.Image, n_objects: int = 1) -> dict:
         colour = _nearest(np.median(a[m], axis=0), COLOURS)
         area = m.sum()
         r_est = math.sqrt(area / math.pi)  # rough radius
-        best, best_iou = None, -1.0
+        iou_by_shape = {}
         for shape in SHAPES:
             # search a few radii around the bbox half-size
             half = max(xs.max() - xs.min(), ys.max() - ys.min()) / 2 + 0.5
-            for rr in (half * 0.9, half, half * 1.1):
-                for dy in (-1.0, 0.0, 1.0):
-                    iou = _template_iou(m, shape, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2 + dy, rr)
-                    if iou > best_iou:
-                        best, best_iou = shape, iou
+            iou_by_shape[shape] = max(
+                _template_iou(m, shape, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2 + dy, rr)
+                for rr in (half * 0.9, half, half * 1.1) for dy in (-1.0, 0.0, 1.0))
+        best = max(iou_by_shape, key=iou_by_shape.get)
+        best_iou = iou_by_shape[best]
         half_extent = max(xs.max() - xs.min(), ys.max() - ys.min()) / 2 + 0.5
         objects.append({
             "colour": colour,
             "shape": best,
             "shape_iou": round(best_iou, 3),
+            "iou_by_shape": {k: round(v, 3) for k, v in iou_by_shape.items()},
+            "rgb": tuple(float(c) for c in np.median(a[m], axis=0)),
             "position": position_of(cx, cy),
             "size": "large" if half_extent > 10.5 else "small",
             "centroid": (round(float(cx), 1), round(float(cy), 1)),
             "area": int(area),
             "r_est": round(r_est, 1),
         })
-    return {"background": bg, "objects": objects}
+    return {"background": bg, "background_rgb": tuple(float(c) for c in bg_rgb), "objects": objects}
 
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ Phases (time-budgeted, resumable; state lives in --work-dir):
               epsilon prediction, 10% empty-prompt dropout for CFG, weight EMA  (--unet-minutes)
   4. export   measure latent scale factor, save diffusers modules + single safetensors file
 
-    .venv/bin/python tools/train_bundled_model.py                    # defaults: VAE 18 + pool 3 + UNet 66 min (~88 min)
+    .venv/bin/python tools/train_bundled_model.py                    # defaults: VAE 15 + pool 3 + UNet 70 min (~88 min)
     .venv/bin/python tools/train_bundled_model.py --resume            # continue after a kill
     .venv/bin/python tools/train_bundled_model.py --export-only       # redo the export
 
@@ -407,14 +407,14 @@ def main():
     ap.add_argument("--resume", action="store_true", help="continue from the state in --work-dir")
     ap.add_argument("--export-only", action="store_true", help="only (re-)export from the saved modules")
     ap.add_argument("--export-raw", action="store_true", help="export the raw weights instead of the EMA ones")
-    ap.add_argument("--vae-minutes", type=float, default=18.0)
+    ap.add_argument("--vae-minutes", type=float, default=15.0)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=2e-3)
     ap.add_argument("--vae-kl", type=float, default=1e-4)
     ap.add_argument("--vae-fg-weight", type=float, default=10.0)
     ap.add_argument("--pool-size", type=int, default=50000)
     ap.add_argument("--pool-minutes", type=float, default=3.0)
-    ap.add_argument("--unet-minutes", type=float, default=66.0)
+    ap.add_argument("--unet-minutes", type=float, default=70.0)
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-lr", type=float, default=5e-4)
     ap.add_argument("--uncond-prob", type=float, default=0.1)
