@@ -50,8 +50,7 @@ def test_prompt_sets_colour_position_and_background(render, colour, shape, posit
     assert sum(r["background"] == background for r in readings) >= 3, readings
     assert sum(o["colour"] == colour for o in objects) >= 3, readings
     assert sum(o["shape"] == shape for o in objects) >= 3, readings
-    # The middle-row positions are the model's surest (see docs/bundled-model.md): the centroid lies
-    # in the named cell of the 3x3 grid.
+    # the centroid lies in the named cell of the 3x3 grid
     assert sum(o["position"] == position for o in objects) >= 3, readings
 
 

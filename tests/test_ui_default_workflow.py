@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from nodegraph import REGISTRY
-from nodegraph.workflow import to_native
+from nodegraph.workflow import to_native, workflow_chunks
 from tests import test_ui_support  # noqa: F401  (skips without PySide6/pytest-qt)
 from tests.test_ui_support import LoopLatency, wait_job
 
@@ -93,10 +94,6 @@ def test_default_workflow_runs_without_blocking_the_gui_thread(qtbot, real_windo
     assert len(sampler_previews) >= 5 and all(sampler_previews)  # live previews while sampling
     paths = w.gallery.paths()
     assert len(paths) == 1 and paths[0].endswith(".png")
-    from PIL import Image
-
-    from nodegraph.workflow import workflow_chunks
-
     with Image.open(paths[0]) as png:  # the real SaveImage embeds the graph that ran, as ComfyUI does
         expected = workflow_chunks(ran)
         assert {k: png.text.get(k) for k in expected} == expected

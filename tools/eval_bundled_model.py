@@ -133,16 +133,16 @@ def score(spec: Spec, image) -> tuple[dict[str, bool], dict[str, float]]:
     analysis = sd.analyse_image(image, len(objects))
     found: list[dict | None] = list(analysis["objects"]) + [None] * (len(objects) - len(analysis["objects"]))
     matched = min(itertools.permutations(found, len(objects)),
-                  key=lambda perm: sum(_object_errors(a, f)["position"] for a, f in zip(objects, perm)))
+                  key=lambda perm: sum(_object_errors(a, f)["position"] for a, f in zip(objects, perm, strict=True)))
     right = {"colour": True, "shape": True, "position": True}
     errors = {"colour": 0.0, "shape": 0.0, "position": 0.0}
-    for asked, obj in zip(objects, matched):
+    for asked, obj in zip(objects, matched, strict=True):
         _size, colour, shape, position = asked
-        obj = obj or {}
-        right["colour"] &= obj.get("colour") == colour
-        right["shape"] &= obj.get("shape") == shape
-        right["position"] &= obj.get("position") == position
-        for attribute, value in _object_errors(asked, obj or None).items():
+        got = obj or {}
+        right["colour"] &= got.get("colour") == colour
+        right["shape"] &= got.get("shape") == shape
+        right["position"] &= got.get("position") == position
+        for attribute, value in _object_errors(asked, obj).items():
             errors[attribute] += value / len(objects)
     right["background"] = analysis["background"] == background
     errors["background"] = math.dist(analysis["background_rgb"], sd.BACKGROUNDS[background])
@@ -164,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     graph = build_graph(args.ckpt, args.steps)
     started = time.perf_counter()
     tallies: dict[tuple[str, float], dict[str, list[bool]]] = {}
-    error_sums: dict[tuple[str, float], dict[str, list[float]]] = {}
+    error_values: dict[tuple[str, float], dict[str, list[float]]] = {}
     grid_images = []
     for split, specs in prompt_list().items():
         for cfg in (1.0, 5.0):
             tally = tallies.setdefault((split, cfg), {a: [] for a in ATTRIBUTES})
-            errs = error_sums.setdefault((split, cfg), {a: [] for a in ATTRIBUTES})
+            errs = error_values.setdefault((split, cfg), {a: [] for a in ATTRIBUTES})
             for i, spec in enumerate(specs):
                 images = generate(executor, graph, caption(spec), cfg, args.seeds, base_seed=1000 + i)
                 for image in images:
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         n = len(tally["colour"])
         print(f"{split:<10} {cfg:>4g} {n:>4} " + " ".join(f"{rates[(split, cfg)][a]:>9.0%} " for a in ATTRIBUTES))
     print("\nmean error (lower is better; colour and background in RGB units, position in pixels, shape 1 − IoU)")
-    for (split, cfg), errs in error_sums.items():
+    for (split, cfg), errs in error_values.items():
         mean_errors[(split, cfg)] = {a: sum(v) / len(v) for a, v in errs.items()}
         print(f"{split:<10} {cfg:>4g} {len(errs['colour']):>4} "
               + " ".join(f"{mean_errors[(split, cfg)][a]:>10.3g}" for a in ATTRIBUTES))

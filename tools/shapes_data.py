@@ -326,25 +326,22 @@ def analyse_image(img: Image.Image, n_objects: int = 1) -> dict:
             continue
         ys, xs = np.nonzero(m)
         cx, cy = xs.mean(), ys.mean()
-        colour = _nearest(np.median(a[m], axis=0), COLOURS)
+        rgb = np.median(a[m], axis=0)
         area = m.sum()
         r_est = math.sqrt(area / math.pi)  # rough radius
-        iou_by_shape = {}
-        for shape in SHAPES:
-            # search a few radii around the bbox half-size
-            half = max(xs.max() - xs.min(), ys.max() - ys.min()) / 2 + 0.5
-            iou_by_shape[shape] = max(
-                _template_iou(m, shape, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2 + dy, rr)
-                for rr in (half * 0.9, half, half * 1.1) for dy in (-1.0, 0.0, 1.0))
-        best = max(iou_by_shape, key=iou_by_shape.get)
-        best_iou = iou_by_shape[best]
         half_extent = max(xs.max() - xs.min(), ys.max() - ys.min()) / 2 + 0.5
+        # each template at a few radii around the bbox half-size
+        iou_by_shape = {
+            shape: max(_template_iou(m, shape, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2 + dy, rr)
+                       for rr in (half_extent * 0.9, half_extent, half_extent * 1.1) for dy in (-1.0, 0.0, 1.0))
+            for shape in SHAPES}
+        best = max(iou_by_shape, key=iou_by_shape.get)
         objects.append({
-            "colour": colour,
+            "colour": _nearest(rgb, COLOURS),
             "shape": best,
-            "shape_iou": round(best_iou, 3),
+            "shape_iou": round(iou_by_shape[best], 3),
             "iou_by_shape": {k: round(v, 3) for k, v in iou_by_shape.items()},
-            "rgb": tuple(float(c) for c in np.median(a[m], axis=0)),
+            "rgb": tuple(float(c) for c in rgb),
             "position": position_of(cx, cy),
             "size": "large" if half_extent > 10.5 else "small",
             "centroid": (round(float(cx), 1), round(float(cy), 1)),
