@@ -1,4 +1,8 @@
-"""Headless commands: `run`, `validate` and `nodes`. `main.py` dispatches here.
+"""Headless commands (`run`, `validate`, `nodes`) and the one place the environment is built.
+
+`main.py` dispatches here. `make_env` and `node_packages` serve the CLI and the editor alike: the
+environment (model folders, input/output folders, device, precision) is built once, here, and
+handed to whoever runs nodes.
 
 Exit codes: 0 ok, 1 error while running, 2 invalid workflow or arguments, 130 interrupted.
 """
@@ -21,7 +25,8 @@ class UsageError(Exception):
     """Bad command-line arguments; the message is shown as it is."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """The options that build the environment, shared by every command and the editor."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--models-dir", type=Path, help="model folder (default: models/ in the repo)")
     common.add_argument("--extra-model-paths", type=Path, metavar="FILE",
@@ -33,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="precision (auto: fp16 on CUDA, fp32 on CPU)")
     common.add_argument("--node-package", action="append", default=[], metavar="MODULE",
                         help="import extra node types from this Python module (repeatable)")
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
     parser = argparse.ArgumentParser(prog="main.py", description="sdgraph: Stable Diffusion as a node graph.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", parents=[common], help="run a workflow headless")
@@ -45,19 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("workflow", type=Path)
     nodes = sub.add_parser("nodes", parents=[common], help="list the node types")
     nodes.add_argument("--json", action="store_true", help="print the node declarations as JSON")
+    nodes.add_argument("--verbose", "-v", action="store_true", help="also print each input's and output's tooltip")
     return parser
 
 
 def make_env(args: argparse.Namespace):
-    from nodes.env import Env
+    """The environment every node runs in, from the common options."""
+    from nodes.core.env import SDEnvironment
 
-    env = Env(device=args.device, dtype=args.dtype)
+    env = SDEnvironment(device=args.device, dtype=args.dtype)
     if args.models_dir:
         env.models_dir = args.models_dir
-    if args.input_dir:
-        env.input_dir = args.input_dir
-    if args.output_dir:
-        env.output_dir = args.output_dir
+    env.set_paths(input_dir=args.input_dir, output_dir=args.output_dir)
     if args.extra_model_paths:
         try:
             env.add_extra_model_paths(args.extra_model_paths)
@@ -68,22 +76,22 @@ def make_env(args: argparse.Namespace):
     return env
 
 
+def node_packages(extra: list[str]) -> list[str]:
+    """The node packages to load: ours, --node-package ones, then SDGRAPH_NODE_PACKAGES."""
+    return ["nodes", *extra, *filter(None, os.environ.get("SDGRAPH_NODE_PACKAGES", "").split(os.pathsep))]
+
+
 def load_registry(extra: list[str]):
     from nodegraph import REGISTRY
 
-    packages = ["nodes", *extra, *filter(None, os.environ.get("SDGRAPH_NODE_PACKAGES", "").split(os.pathsep))]
-    for package in packages:
-        try:
-            REGISTRY.discover(package)
-        except ImportError as e:
-            raise UsageError(f"cannot import node package {package!r}: {e}") from None
+    failed = REGISTRY.discover_all(node_packages(extra))
+    if failed:
+        raise UsageError("; ".join(failed))
     return REGISTRY
 
 
 def parse_override(text: str, graph, registry) -> tuple[str, str, Any]:
     """`3.seed=7` → ("3", "seed", 7), typed by the input's declaration."""
-    from nodegraph.validate import coerce_value
-
     target, sep, raw = text.partition("=")
     node_id, dot, name = target.rpartition(".")
     if not sep or not dot or not node_id or not name:
@@ -113,7 +121,7 @@ def parse_override(text: str, graph, registry) -> tuple[str, str, Any]:
     except ValueError:
         raise UsageError(f"--set {text!r}: {raw!r} is not a valid {kind} for node {node_id} "
                          f"({node.type}) input {name!r}") from None
-    ok, value = coerce_value(spec, value)
+    ok, value = spec.coerce(value)
     if not ok:
         raise UsageError(f"--set {text!r}: {raw!r} is not a valid {kind}")
     return node_id, name, value
@@ -140,29 +148,30 @@ class ProgressPrinter:
         self._last_bar = ""
 
     def __call__(self, event) -> None:
-        kind = event.kind
-        if kind == "graph_started":
-            self.total = len(event.to_run)
-            cached = f", {len(event.cached)} cached" if event.cached else ""
-            self._line(f"running {self.total} node(s){cached}")
-        elif kind == "node_started":
-            self.index += 1
-            self._line(f"[{self.index}/{self.total}] {event.node_type} (node {event.node_id}) — {event.reason}")
-        elif kind == "progress":
-            self._bar(event.step, event.total)
-        elif kind == "node_finished":
-            self._end_bar()
-            for path in event.ui.get("files", []):
-                self._line(f"    wrote {path}")
-            self._line(f"    done in {event.seconds:.2f}s")
-        elif kind == "error":
-            self._end_bar()
-            self._line(f"error: {event.message}")
-        elif kind == "interrupted":
-            self._end_bar()
-            self._line("interrupted")
-        elif kind == "graph_finished":
-            self._line(f"{event.status}: ran {event.ran}, cached {event.cached}, {event.seconds:.2f}s")
+        from nodegraph import events as ev
+
+        match event:
+            case ev.GraphStarted(to_run=to_run, cached=cached):
+                self.total = len(to_run)
+                self._line(f"running {self.total} node(s)" + (f", {len(cached)} cached" if cached else ""))
+            case ev.NodeStarted():
+                self.index += 1
+                self._line(f"[{self.index}/{self.total}] {event.node_type} (node {event.node_id}) — {event.reason}")
+            case ev.Progress():
+                self._bar(event.step, event.total)
+            case ev.NodeFinished():
+                self._end_bar()
+                for path in event.ui.get("files", []):
+                    self._line(f"    wrote {path}")
+                self._line(f"    done in {event.seconds:.2f}s")
+            case ev.NodeError():
+                self._end_bar()
+                self._line(f"error: {event.message}")
+            case ev.RunInterrupted():
+                self._end_bar()
+                self._line("interrupted")
+            case ev.GraphFinished():
+                self._line(f"{event.status}: ran {event.ran}, cached {event.cached}, {event.seconds:.2f}s")
 
     def _bar(self, step: int, total: int) -> None:
         width = 30
@@ -284,15 +293,53 @@ def cmd_nodes(args) -> int:
             print(f"  {cls.type_name}({ins}) -> {outs}")
             if cls.description:
                 print(f"      {cls.description.splitlines()[0]}")
-    print(f"{len(classes)} node types")
+            if args.verbose:
+                for item in [*cls.inputs, *cls.outputs]:
+                    if item.tooltip:
+                        print(f"        {item.name}: {item.tooltip}")
+    print(f"{len(classes)} node types" + ("" if args.verbose else " (--verbose shows what each input does)"))
     return EXIT_OK
 
 
 def _describe_input(spec) -> str:
     text = f"{spec.name}:{spec.type.name}"
-    if spec.is_widget and spec.has_default:
+    if spec.is_widget and spec.has_default and spec.files is None:
         text += f"={spec.default!r}"
+    if spec.files is not None:
+        text += f" (a file in {spec.files})"
+    if spec.multiple_of:
+        text += f" (multiple of {spec.multiple_of})"
+    if spec.control_after_generate:
+        text += " (changes after each run)"
     return text
+
+
+def open_editor(argv: list[str]) -> int:
+    """`python main.py [WORKFLOW] [options]`: build the environment, then hand it to the editor."""
+    parser = argparse.ArgumentParser(prog="main.py", parents=[common_options()],
+                                     description="sdgraph editor (run, validate and nodes are commands: main.py -h)")
+    parser.add_argument("workflow", nargs="?", help="workflow JSON, ComfyUI API JSON, or a PNG made by sdgraph")
+    try:
+        args = parser.parse_args(argv)
+        env = make_env(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    from ui.app import main as editor_main
+
+    return editor_main(args.workflow, env, node_packages(args.node_package),
+                       models_dir_given=args.models_dir is not None)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush meets no closed pipe either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str]) -> int:
@@ -313,6 +360,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading nodes, validating)
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `main.py nodes | head`: the reader has gone; that is not an error
+        _silence_stdout()
+        return EXIT_OK
     if os.environ.get("SDGRAPH_TIMING"):
         print(f"[{time.perf_counter() - started:.2f}s]", file=sys.stderr)
     return code

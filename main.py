@@ -15,13 +15,11 @@ COMMANDS = {"run", "validate", "nodes"}
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import cli  # builds the environment, once, for the commands and the editor alike
+
     if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
-        import cli
-
         return cli.main(argv)
-    from ui.app import main as editor_main
-
-    return editor_main(argv)
+    return cli.open_editor(argv)
 
 
 if __name__ == "__main__":

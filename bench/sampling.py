@@ -202,10 +202,10 @@ def _emit(result: dict) -> None:
 def case_ours(steps: int, warmup: bool) -> dict:
     import torch
 
+    from nodes.core.values import Latent
     from nodes.models import load_checkpoint
     from nodes.sampling import ksampler
     from nodes.text import encode_text
-    from nodes.values import Latent
 
     t0 = time.perf_counter()
     model, clip, _vae = load_checkpoint(CKPT, device="cpu", dtype=torch.float32)

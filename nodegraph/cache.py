@@ -56,7 +56,6 @@ class LRUCache:
         self._sizer = sizer
         self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self.bytes = 0
-        self.evictions = 0
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
@@ -82,7 +81,6 @@ class LRUCache:
         while len(self._items) > 1 and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
             oldest = next(iter(self._items))
             self.evict(oldest)
-            self.evictions += 1
 
     def evict(self, key: str) -> None:
         item = self._items.pop(key, None)

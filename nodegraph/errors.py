@@ -21,13 +21,19 @@ class WorkflowError(ValueError):
         super().__init__(text)
 
 
-class NodeInputError(ValueError):
+class UserError(Exception):
+    """An error whose message is written for the user and is shown as it is, without a traceback.
+
+    Everything a user can cause and fix derives from this (bad input values, missing or unreadable
+    files, refused checkpoints); the executor tells these from bugs by this type alone.
+    """
+
+
+class NodeInputError(UserError):
     """Raised by a node's run() for a bad input value the user can fix.
 
     The executor turns it into `node ID (Type): input "name": message`.
     """
-
-    user_facing = True
 
     def __init__(self, input_name: str, message: str):
         self.input_name = input_name
@@ -35,10 +41,4 @@ class NodeInputError(ValueError):
 
 
 class Interrupted(Exception):
-    """The run was cancelled; raised at the next cancellation check."""
-
-
-class UserError(Exception):
-    """An error whose message is written for the user and is shown without its type name."""
-
-    user_facing = True
+    """The run was cancelled; raised at the next cancellation check (see events.RunInterrupted)."""

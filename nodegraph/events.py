@@ -93,7 +93,9 @@ class NodeError(Event):
 
 
 @dataclass
-class Interrupted(Event):
+class RunInterrupted(Event):
+    """The run stopped because it was cancelled (the exception that stops it is errors.Interrupted)."""
+
     kind = "interrupted"
     node_id: str | None
 

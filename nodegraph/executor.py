@@ -22,60 +22,17 @@ from typing import Any
 import networkx as nx
 
 from . import events as ev
-from .cache import LRUCache
-from .errors import Interrupted, NodeInputError
+from .cache import Cache, LRUCache
+from .context import CancelToken, Environment, NodeContext
+from .errors import Interrupted, NodeInputError, UserError
+from .files import RunFiles
 from .graph import Graph
 from .node import ALWAYS_CHANGED, NodeOutput
 from .registry import Registry
-from .validate import Problem, coerce_value, validate
+from .validate import Problem, validate
+from .workflow import workflow_chunks
 
 log = logging.getLogger("sdgraph.executor")
-
-
-class CancelToken:
-    """Set from any thread; checked between nodes and at every progress report."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Interrupted("cancelled")
-
-
-class NodeContext:
-    """What a running node may use: progress, previews, cancellation, the environment, a logger."""
-
-    def __init__(self, node_id: str, node_type: str, env: Any, bus: ev.EventBus, cancel: CancelToken,
-                 graph: Graph | None = None):
-        self.node_id = node_id
-        self.node_type = node_type
-        self.env = env
-        self.graph = graph  # the workflow being run (SaveImage embeds it in the PNG); read-only
-        self.log = logging.getLogger(f"sdgraph.node.{node_type}")
-        self._bus = bus
-        self._cancel = cancel
-
-    def progress(self, step: int, total: int) -> None:
-        self._bus.emit(ev.Progress(self.node_id, int(step), int(total)))
-        self._cancel.check()
-
-    def preview(self, image: Any, step: int = 0) -> None:
-        self._bus.emit(ev.Preview(self.node_id, int(step), image))
-
-    def check_cancelled(self) -> None:
-        self._cancel.check()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.cancelled
 
 
 @dataclass
@@ -102,13 +59,14 @@ class _Plan:
     components: dict[str, dict[str, str]]
     to_run: list[str]
     cached: list[str]
+    files: RunFiles  # each declared file looked up once, for the fingerprint and for the node
 
 
 class Executor:
-    def __init__(self, registry: Registry, cache: LRUCache | None = None, env: Any = None):
+    def __init__(self, registry: Registry, cache: Cache | None = None, env: Environment | None = None):
         self.registry = registry
         self.cache = cache if cache is not None else LRUCache()
-        self.env = env
+        self.env = env if env is not None else Environment()
         self.bus = ev.EventBus()
         self._last_components: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -132,10 +90,11 @@ class Executor:
             needed |= nx.ancestors(g, t)
         order = list(nx.topological_sort(g.subgraph(needed)))
         run_salt = uuid.uuid4().hex
+        files = RunFiles(self.env.files)
         signatures: dict[str, str] = {}
         components: dict[str, dict[str, str]] = {}
         for node_id in order:
-            comp = self._components(graph, node_id, signatures, run_salt)
+            comp = self._components(graph, node_id, signatures, run_salt, files)
             components[node_id] = comp
             blob = json.dumps(comp, sort_keys=True, separators=(",", ":"))
             signatures[node_id] = hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
@@ -153,14 +112,20 @@ class Executor:
             to_run.add(node_id)
             stack.extend(src for src, _slot in graph.nodes[node_id].links.values())
         return _Plan(order, signatures, components, [n for n in order if n in to_run],
-                     [n for n in order if n in cached])
+                     [n for n in order if n in cached], files)
 
-    def _components(self, graph: Graph, node_id: str, signatures: dict[str, str], salt: str) -> dict[str, str]:
+    def _components(self, graph: Graph, node_id: str, signatures: dict[str, str], salt: str,
+                    files: RunFiles) -> dict[str, str]:
         node = graph.nodes[node_id]
         cls = self.registry.get(node.type)
-        fingerprint = cls.fingerprint(node.values, self.env) if cls else None
+        fingerprint = cls.fingerprint(node.values) if cls else None
         if fingerprint is ALWAYS_CHANGED:
             fingerprint = salt
+        if cls is not None:  # declared files: which file, and its size and age, are part of the key
+            for spec in cls.inputs:
+                value = node.values.get(spec.name)
+                if spec.files is not None and spec.name not in node.links and isinstance(value, str):
+                    fingerprint = [fingerprint, spec.name, files.fingerprint(spec.files, value)]
         comp = {"": json.dumps([node.type, cls.version if cls else 0, fingerprint], default=repr)}
         for name, (src, slot) in node.links.items():
             comp[name] = f"{signatures.get(src, src)}#{slot}"
@@ -210,7 +175,7 @@ class Executor:
                 result.reasons[node_id] = reason
                 self.bus.emit(ev.NodeStarted(node_id, node.type, reason))
                 t0 = time.perf_counter()
-                out, ui = self._run_node(graph, node_id, values, cancel)
+                out, ui = self._run_node(graph, node_id, values, cancel, plan.files)
                 seconds = time.perf_counter() - t0
                 values[node_id] = out
                 self.cache.put(plan.signatures[node_id], (out, ui))
@@ -222,7 +187,7 @@ class Executor:
             current = None
         except Interrupted:
             result.status = "interrupted"
-            self.bus.emit(ev.Interrupted(current))
+            self.bus.emit(ev.RunInterrupted(current))
         except Exception as exc:  # noqa: BLE001 - every node failure becomes an error result
             result.status = "error"
             result.error = self._error_event(graph, current, exc)
@@ -241,19 +206,24 @@ class Executor:
         changed = sorted(k for k in set(last) | set(comp) if k and last.get(k) != comp.get(k))
         return f"changed: {', '.join(changed)}" if changed else "not in cache"
 
-    def _run_node(self, graph: Graph, node_id: str, values: dict[str, tuple], cancel: CancelToken):
+    def _run_node(self, graph: Graph, node_id: str, values: dict[str, tuple], cancel: CancelToken,
+                  files: RunFiles):
         node = graph.nodes[node_id]
         cls = self.registry.get(node.type)
         kwargs: dict[str, Any] = {}
+        file_inputs: dict[tuple[str, str], str] = {}
         for spec in cls.inputs:
             if spec.name in node.links:
                 src, slot = node.links[spec.name]
                 kwargs[spec.name] = values[src][slot]
-            elif spec.name in node.values:
-                kwargs[spec.name] = coerce_value(spec, node.values[spec.name])[1]
+            elif spec.name in node.values:  # coerced when it entered the graph: the value the key hashed
+                kwargs[spec.name] = node.values[spec.name]
             elif spec.has_default:
                 kwargs[spec.name] = spec.default
-        ctx = NodeContext(node_id, node.type, self.env, self.bus, cancel, graph)
+            if spec.files is not None and isinstance(kwargs.get(spec.name), str):
+                file_inputs[(spec.files, kwargs[spec.name])] = spec.name
+        ctx = NodeContext(node_id, node.type, self.env, files, self.bus, cancel,
+                          lambda: workflow_chunks(graph), file_inputs)
         returned = cls().run(ctx, **kwargs)
         ui: dict[str, Any] = {}
         if isinstance(returned, NodeOutput):
@@ -267,7 +237,7 @@ class Executor:
         node_type = graph.nodes[node_id].type if node_id in graph.nodes else None
         tb = traceback.format_exc()
         log.debug("node %s (%s) failed:\n%s", node_id, node_type, tb)
-        input_name = getattr(exc, "input_name", None)
+        input_name = exc.input_name if isinstance(exc, NodeInputError) else None
         if _is_out_of_memory(exc):
             # The traceback keeps the failed node's frames, and the tensors in them, alive.
             traceback.clear_frames(exc.__traceback__)
@@ -278,7 +248,7 @@ class Executor:
                        "--dtype fp16, or --device cpu")
         elif isinstance(exc, NodeInputError):
             message = f'input "{exc.input_name}": {exc}'
-        elif getattr(exc, "user_facing", False):
+        elif isinstance(exc, UserError):
             message = str(exc)
         else:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

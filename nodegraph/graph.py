@@ -75,6 +75,17 @@ class Graph:
     def node_class(self, node_id: str):
         return self.registry.get(self.node(node_id).type) if self.registry else None
 
+    def coerced(self, type_name: str, name: str, value: Any) -> Any:
+        """A value as it enters the graph: converted to its declared input's type where that is
+        harmless (20.0 → 20), so validation, the cache key and the node all see the same value.
+        Values of unknown inputs, or that do not fit, stay as they are for validation to report."""
+        cls = self.registry.get(type_name) if self.registry else None
+        spec = cls.input(name) if cls else None
+        if spec is None or not spec.type.widget:
+            return value
+        ok, converted = spec.coerce(value)
+        return converted if ok else value
+
     def new_id(self) -> str:
         numeric = [int(i) for i in self.nodes if i.isdigit()]
         return str(max(numeric, default=0) + 1)
@@ -105,7 +116,7 @@ class Graph:
         if self.registry is not None and cls is None and fill_defaults:
             raise GraphError(f"unknown node type {type_name!r}")
         start = dict(cls.defaults()) if (cls and fill_defaults) else {}
-        start.update(values or {})
+        start.update({k: self.coerced(type_name, k, v) for k, v in (values or {}).items()})
         self.nodes[node_id] = NodeInstance(node_id, type_name, start, {}, dict(ui or {}))
         self._notify("node_added", node_id)
         return node_id
@@ -169,6 +180,7 @@ class Graph:
 
     def set_value(self, node_id: str, name: str, value: Any) -> None:
         node = self.node(node_id)
+        value = self.coerced(node.type, name, value)
         old = node.values.get(name, _MISSING)
         if old is not _MISSING and type(old) is type(value) and old == value:
             return
@@ -205,7 +217,7 @@ class Graph:
             node = copy.deepcopy(self.node(node_id))
             node.links = {k: v for k, v in node.links.items() if v[0] in chosen}
             out.append(node)
-        return sorted(out, key=lambda n: _id_order(n.id))
+        return sorted(out, key=lambda n: id_order(n.id))
 
     def paste_nodes(self, nodes: list[NodeInstance], offset: tuple[float, float] = (0.0, 0.0)) -> dict[str, str]:
         """Add copies under fresh ids; internal links are re-pointed. Returns old id → new id."""
@@ -226,5 +238,6 @@ class Graph:
 _MISSING = object()
 
 
-def _id_order(node_id: str) -> tuple[int, int | str]:
+def id_order(node_id: str) -> tuple[int, int | str]:
+    """Sort key for node ids: numbers in numeric order ("2" before "10"), then other names."""
     return (0, int(node_id)) if node_id.isdigit() else (1, node_id)

@@ -49,9 +49,15 @@ class Registry:
         importlib.import_module(package)
         self._loaded_packages.add(package)
 
-    def discover_all(self, packages: Iterable[str]) -> None:
+    def discover_all(self, packages: Iterable[str]) -> list[str]:
+        """Import each package; returns one message per package that failed (the rest still load)."""
+        failed = []
         for package in packages:
-            self.discover(package)
+            try:
+                self.discover(package)
+            except Exception as e:  # noqa: BLE001 - a broken package must not stop the others
+                failed.append(f"cannot import node package {package!r}: {type(e).__name__}: {e}")
+        return failed
 
 
 def _qualname(cls: type) -> str:

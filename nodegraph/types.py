@@ -34,14 +34,6 @@ def define_type(name: str, color: str = "#9e9e9e", description: str = "", widget
     return new
 
 
-def get_type(name: str) -> SocketType | None:
-    return _TYPES.get(name)
-
-
-def all_types() -> list[SocketType]:
-    return list(_TYPES.values())
-
-
 ANY = define_type("*", "#bdbdbd", "accepts or gives anything")
 MODEL = define_type("MODEL", "#b39ddb", "denoising UNet with its sampling settings")
 CLIP = define_type("CLIP", "#ffd54f", "tokenizer + text encoder")

@@ -7,15 +7,14 @@ line in a terminal and as a message on a node in the editor.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
-from .graph import Graph
-from .node import Input
+from .files import Folders, unsafe_name
+from .graph import Graph, id_order
 from .registry import Registry
 from .types import compatible
 
@@ -87,15 +86,21 @@ def check_unknown_inputs(cx: _Context) -> list[Problem]:
     return out
 
 
-def check_links(cx: _Context) -> list[Problem]:
+def check_link_sources(cx: _Context) -> list[Problem]:
     out = []
-    for node, _cls in cx.known():
-        for name, (src, slot) in node.links.items():
+    for node in cx.graph.nodes.values():
+        for name, (src, _slot) in node.links.items():
             if src not in cx.graph.nodes:
                 out.append(_problem("broken_link", node, f'input "{name}" is linked to missing node {src}',
                                     "reconnect the input or remove the link", name))
-                continue
-            src_cls = cx.registry.get(cx.graph.nodes[src].type)
+    return out
+
+
+def check_link_slots(cx: _Context) -> list[Problem]:
+    out = []
+    for node, _cls in cx.known():
+        for name, (src, slot) in node.links.items():
+            src_cls = cx.registry.get(cx.graph.nodes[src].type) if src in cx.graph.nodes else None
             if src_cls is not None and not 0 <= slot < len(src_cls.outputs):
                 out.append(_problem("broken_link", node,
                                     f'input "{name}" is linked to output {slot} of node {src} '
@@ -138,28 +143,6 @@ def check_link_types(cx: _Context) -> list[Problem]:
     return out
 
 
-def coerce_value(spec: Input, value: Any) -> tuple[bool, Any]:
-    """Check a widget value's type, converting the harmless cases (20.0 → 20 for an INT)."""
-    kind = spec.type.name
-    if kind == "INT":
-        if isinstance(value, bool):
-            return False, value
-        if isinstance(value, int):
-            return True, value
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return True, int(value)
-        return False, value
-    if kind == "FLOAT":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False, value
-        return (math.isfinite(value), float(value))
-    if kind == "BOOLEAN":
-        return isinstance(value, bool), value
-    if kind in ("STRING", "COMBO"):
-        return isinstance(value, str), value
-    return True, value
-
-
 def _value_items(cx: _Context):
     """(node, spec, value) for each widget value that is used (not replaced by a link)."""
     for node, cls in cx.known():
@@ -171,7 +154,7 @@ def _value_items(cx: _Context):
 def check_value_types(cx: _Context) -> list[Problem]:
     out = []
     for node, spec, value in _value_items(cx):
-        ok, _ = coerce_value(spec, value)
+        ok, _ = spec.coerce(value)
         if not ok:
             article = "an" if spec.type.name[0] in "AEIOU" else "a"
             out.append(_problem("value_type", node, f'input "{spec.name}" = {value!r} is not {article} '
@@ -189,7 +172,7 @@ def check_value_ranges(cx: _Context) -> list[Problem]:
     for node, spec, value in _value_items(cx):
         if spec.type.name not in ("INT", "FLOAT"):
             continue
-        ok, value = coerce_value(spec, value)
+        ok, value = spec.coerce(value)
         if not ok:
             continue
         if spec.min is not None and value < spec.min:
@@ -201,27 +184,53 @@ def check_value_ranges(cx: _Context) -> list[Problem]:
     return out
 
 
-def check_choices(cx: _Context) -> list[Problem]:
+def check_multiple_of(cx: _Context) -> list[Problem]:
     out = []
     for node, spec, value in _value_items(cx):
-        if spec.choices is None or not isinstance(value, str):
-            continue
-        options = spec.choice_list(cx.env)
-        if value not in options:
-            shown = ", ".join(options[:20]) + (f", … ({len(options)} in all)" if len(options) > 20 else "")
-            fix = f"choose one of: {shown}" if options else (spec.empty_hint or "there is nothing to choose from yet")
-            hint = _suggest(value, options)
-            out.append(_problem("choice", node, f'input "{spec.name}" = {value!r} is not one of the choices',
-                                f"{hint} {fix}".strip() if hint else fix, spec.name))
+        ok, value = spec.coerce(value)
+        if spec.multiple_of and ok and spec.type.name == "INT" and value % spec.multiple_of:
+            step = spec.multiple_of
+            lower, upper = value - value % step, value - value % step + step
+            low = max(lower, int(spec.min) if spec.min is not None else lower, step)
+            out.append(_problem("multiple_of", node, f'input "{spec.name}" = {value} is not a multiple of {step}',
+                                f"use {low} or {upper}", spec.name))
     return out
 
 
-def check_node_rules(cx: _Context) -> list[Problem]:
+def check_file_names(cx: _Context) -> list[Problem]:
     out = []
-    for node, cls in cx.known():
-        values = {**cls.defaults(), **node.values}
-        for name, message, fix in cls.check_values(values, set(node.links)):
-            out.append(_problem("node_rule", node, f'input "{name}" {message}', fix, name))
+    for node, spec, value in _value_items(cx):
+        if spec.files is not None and isinstance(value, str) and value and (why := unsafe_name(value)):
+            where = _files(cx).describe(spec.files)
+            out.append(_problem("file_name", node, f'input "{spec.name}" = {value!r} {why}',
+                                f"choose a file inside {where} by its name there", spec.name))
+    return out
+
+
+def _files(cx: _Context) -> Folders:
+    return getattr(cx.env, "files", None) or Folders()
+
+
+def check_choices(cx: _Context) -> list[Problem]:
+    out = []
+    for node, spec, value in _value_items(cx):
+        if (spec.choices is None and spec.files is None) or not isinstance(value, str):
+            continue
+        if spec.files is not None and value and unsafe_name(value):
+            continue  # check_file_names said why
+        options = spec.choice_list(cx.env)
+        if value not in options:
+            shown = ", ".join(options[:20]) + (f", … ({len(options)} in all)" if len(options) > 20 else "")
+            if options:
+                fix = f"choose one of: {shown}"
+            elif spec.files is not None:
+                fix = f"no {spec.files} files found in {_files(cx).describe(spec.files)}: put one there"
+            else:
+                fix = "there is nothing to choose from yet"
+            hint = _suggest(value, options)
+            shown_value = repr(value) if value else "(none)"
+            out.append(_problem("choice", node, f'input "{spec.name}" = {shown_value} is not one of the choices',
+                                f"{hint} {fix}".strip() if hint else fix, spec.name))
     return out
 
 
@@ -230,7 +239,7 @@ def check_cycles(cx: _Context) -> list[Problem]:
     g = nx.DiGraph(cx.graph.to_networkx())
     for component in nx.strongly_connected_components(g):
         if len(component) > 1 or any(g.has_edge(n, n) for n in component):
-            ids = sorted(component, key=lambda i: (not i.isdigit(), int(i) if i.isdigit() else 0, i))
+            ids = sorted(component, key=id_order)
             cycle = nx.find_cycle(g.subgraph(component))
             path = " → ".join([edge[0] for edge in cycle] + [cycle[0][0]])
             out.append(Problem("cycle", None, None, f"nodes {', '.join(ids)} form a cycle ({path})",
@@ -250,13 +259,15 @@ def check_output_nodes(cx: _Context) -> list[Problem]:
 CHECKS: list[tuple[str, Callable[[_Context], list[Problem]]]] = [
     ("unknown_type", check_unknown_types),
     ("unknown_input", check_unknown_inputs),
-    ("broken_link", check_links),
+    ("broken_link", check_link_sources),
+    ("broken_link", check_link_slots),
     ("missing_input", check_missing_inputs),
     ("type_mismatch", check_link_types),
     ("value_type", check_value_types),
     ("value_range", check_value_ranges),
+    ("multiple_of", check_multiple_of),
+    ("file_name", check_file_names),
     ("choice", check_choices),
-    ("node_rule", check_node_rules),
     ("cycle", check_cycles),
     ("no_output", check_output_nodes),
 ]
@@ -267,8 +278,11 @@ def validate(graph: Graph, registry: Registry | None = None, env: Any = None) ->
     registry = registry or graph.registry
     if registry is None:
         raise ValueError("validate needs a registry")
-    cx = _Context(graph, registry, env)
-    problems: list[Problem] = []
-    for _name, check in CHECKS:
-        problems.extend(check(cx))
-    return problems
+    return run_checks(graph, registry, [check for _name, check in CHECKS], env)
+
+
+def run_checks(graph: Graph, registry: Registry | None, checks: list[Callable[[_Context], list[Problem]]],
+               env: Any = None) -> list[Problem]:
+    """Some of the checks (workflow readers run the structural ones as they load)."""
+    cx = _Context(graph, registry or Registry(), env)
+    return [problem for check in checks for problem in check(cx)]

@@ -21,6 +21,7 @@ from .errors import WorkflowError
 from .fileio import PNG_SIGNATURE, atomic_write, read_png_text
 from .graph import Graph
 from .registry import Registry
+from .validate import check_link_sources, check_unknown_inputs, check_unknown_types, run_checks
 
 FORMAT = "sdgraph.workflow"
 VERSION = 1
@@ -104,36 +105,15 @@ def _parse_link(link: Any) -> tuple[str, int] | None:
 
 
 def _finish(graph: Graph, registry: Registry | None, problems: list[str], strict: bool) -> Graph:
-    """The checks every reader ends with; raise once with everything found."""
-    _check_links_exist(graph, problems)
+    """The checks every reader ends with (validation's own, so each rule lives once); raise once
+    with everything found. Not strict: unknown types and inputs are kept for validation to report."""
+    checks = [check_link_sources]
     if strict and registry is not None:
-        problems.extend(unknown_names(graph, registry))
+        checks = [check_unknown_types, check_unknown_inputs, check_link_sources]
+    problems.extend(str(p) for p in run_checks(graph, registry, checks))
     if problems:
         raise WorkflowError(problems)
     return graph
-
-
-def _check_links_exist(graph: Graph, problems: list[str]) -> None:
-    for node in graph.nodes.values():
-        for name, (src, _slot) in node.links.items():
-            if src not in graph.nodes:
-                problems.append(f'node {node.id} ({node.type}): input "{name}" is linked to node {src}, '
-                                "which is not in the workflow")
-
-
-def unknown_names(graph: Graph, registry: Registry) -> list[str]:
-    """One line per unknown node type and per unknown input name."""
-    out = []
-    for node in graph.nodes.values():
-        cls = registry.get(node.type)
-        if cls is None:
-            out.append(f"node {node.id}: unknown node type {node.type!r}")
-            continue
-        for name in list(node.values) + [n for n in node.links if n not in node.values]:
-            if cls.input(name) is None:
-                valid = ", ".join(i.name for i in cls.inputs)
-                out.append(f'node {node.id} ({node.type}): unknown input "{name}" (valid: {valid})')
-    return out
 
 
 # -- ComfyUI API format ------------------------------------------------------------------------
@@ -193,10 +173,11 @@ def from_comfy_api(data: Any, registry: Registry | None = None, *, strict: bool 
             pending.append((node_id, name, value))
     for node_id, name, value in pending:
         link = _parse_link(value)
+        node = graph.nodes[node_id]
         if link is not None and link[0] in data:
-            graph.nodes[node_id].links[name] = link
+            node.links[name] = link
         else:
-            graph.nodes[node_id].values[name] = value
+            node.values[name] = graph.coerced(node.type, name, value)
     return _finish(graph, registry, problems, strict)
 
 

@@ -1,8 +1,9 @@
-"""sdgraph's Stable Diffusion nodes.
+"""sdgraph's Stable Diffusion nodes. Each module here is one category of nodes (`ls nodes/*.py` is the
+catalogue); the machinery beneath them lives in sub-packages (core, models, text, sampling, imaging).
 
 Importing this package registers every node type with `nodegraph.REGISTRY`. It must stay cheap:
 node declarations import no torch, diffusers or transformers — the machinery they call does, inside
 `run`. A test asserts this.
 """
 
-from . import image, latent, loaders, sampler_nodes, text_nodes  # noqa: E402,F401  (registers the nodes)
+from . import conditioning, image, latent, loaders, samplers  # noqa: F401  (registers the nodes)

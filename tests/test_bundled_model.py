@@ -8,8 +8,8 @@ import pytest
 
 from nodegraph import REGISTRY, Executor
 from nodegraph.workflow import load_workflow
-from nodes.env import Env
-from nodes.imageops import image_to_pil
+from nodes.core.env import SDEnvironment
+from nodes.imaging.ops import image_to_pil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -22,7 +22,7 @@ MODEL = REPO / "models" / "checkpoints" / "sdgraph-shapes.safetensors"
 @pytest.fixture(scope="module")
 def render(tmp_path_factory):
     assert MODEL.is_file(), f"the bundled model is missing: {MODEL}"
-    executor = Executor(REGISTRY, env=Env(output_dir=tmp_path_factory.mktemp("out"), device="cpu", dtype="fp32"))
+    executor = Executor(REGISTRY, env=SDEnvironment(output_dir=tmp_path_factory.mktemp("out"), device="cpu", dtype="fp32"))
     graph = load_workflow(REPO / "workflows" / "default.json", REGISTRY)
 
     def run(prompt: str, negative: str = "", seeds: int = 4, cfg: float = 5.0):

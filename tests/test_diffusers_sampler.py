@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nodegraph import REGISTRY, Executor, Graph
-from nodes.diffusers_names import SCHEDULER_CLASSES
-from nodes.env import Env
+from nodes.core.env import SDEnvironment
+from nodes.sampling.diffusers_names import SCHEDULER_CLASSES
 
 REGISTRY.discover("nodes")
 PROMPT = "a red circle at the top left"
@@ -40,7 +40,7 @@ def graph(scheduler_class: str, sigmas: str = "default", steps: int = 5, cfg: fl
 
 
 def run(tiny, g, executor=None):
-    executor = executor or Executor(REGISTRY, env=Env(models_dir=tiny / "models", output_dir=tiny / "out"))
+    executor = executor or Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models", output_dir=tiny / "out"))
     result = executor.run(g)
     assert result.ok, result.error
     return result.outputs["6"][0]
@@ -49,7 +49,7 @@ def run(tiny, g, executor=None):
 @pytest.fixture(scope="module")
 def executor(tiny):
     """One executor for the parity runs: the loader and the prompts run once, the sampler per class."""
-    return Executor(REGISTRY, env=Env(models_dir=tiny / "models", output_dir=tiny / "out"))
+    return Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models", output_dir=tiny / "out"))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_sde_scheduler_is_reproducible_from_the_seed(tiny):
 
 
 def test_unsupported_sigma_option_is_a_clear_error(tiny):
-    result = Executor(REGISTRY, env=Env(models_dir=tiny / "models")).run(graph("DDIMScheduler", sigmas="karras"))
+    result = Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models")).run(graph("DDIMScheduler", sigmas="karras"))
     assert result.status == "error"
     assert result.error.message.startswith('node 5 (DiffusersSampler): input "sigmas": DDIMScheduler has no '
                                            '"karras" sigma option')

@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nodegraph import REGISTRY
+from nodegraph import REGISTRY, UserError
 from nodegraph.fileio import read_png_text
-from nodes.env import Env
-from nodes.image_files import load_image, resolve_prefix, save_images
-from nodes.imageops import resize_bchw
+from nodes.core.env import SDEnvironment
+from nodes.imaging.files import load_image, resolve_prefix, save_images
+from nodes.imaging.ops import resize_bchw
 
 REGISTRY.discover("nodes")
 
@@ -64,24 +64,27 @@ def test_extra_model_paths_yaml_adds_folders_like_comfyui(tmp_path):
     (comfy / "models" / "checkpoints" / "shared.safetensors").write_bytes(b"")
     (tmp_path / "extra.yaml").write_text(
         "comfyui:\n  base_path: ComfyUI/\n  checkpoints: |\n    models/checkpoints\n    elsewhere\n  vae: models/vae\n")
-    env = Env(models_dir=tmp_path / "mine")
+    env = SDEnvironment(models_dir=tmp_path / "mine")
     env.add_extra_model_paths(tmp_path / "extra.yaml")
-    assert env.model_folders("checkpoints")[1:] == [comfy / "models" / "checkpoints", comfy / "elsewhere"]
-    assert env.list_models("checkpoints") == ["shared.safetensors"]
-    assert env.find_model("checkpoints", "shared.safetensors") == (comfy / "models" / "checkpoints" /
-                                                                   "shared.safetensors").resolve()
-    assert env.find_model("checkpoints", "../../extra.yaml") is None
+    assert env.files.folders("checkpoints")[1:] == [comfy / "models" / "checkpoints", comfy / "elsewhere"]
+    assert env.files.names("checkpoints") == ["shared.safetensors"]
+    assert env.files.find("checkpoints", "shared.safetensors").resolve() == (comfy / "models" / "checkpoints" /
+                                                                             "shared.safetensors").resolve()
+    with pytest.raises(UserError, match=r'"\.\./\.\./extra\.yaml" has a "\.\." part'):
+        env.files.find("checkpoints", "../../extra.yaml")
 
 
 def test_device_policy_auto_is_fp32_on_cpu_and_refuses_missing_cuda():
-    from nodes.device import resolve
+    from nodes.core.device import resolve
 
-    device, dtype = resolve(Env(device="cpu"))
+    device, dtype = resolve("cpu")
     assert (device.type, dtype) == ("cpu", torch.float32)
-    assert resolve(Env(device="cpu", dtype="bf16"))[1] == torch.bfloat16
+    assert resolve("cpu", "bf16")[1] == torch.bfloat16
+    env = SDEnvironment(device="cpu", dtype="bf16")
+    assert (env.device.type, env.dtype) == ("cpu", torch.bfloat16)
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="use --device cpu"):
-            resolve(Env(device="cuda"))
+        with pytest.raises(UserError, match="use --device cpu"):
+            resolve("cuda")
 
 
 def test_every_node_declares_comfyui_names_for_shared_nodes():

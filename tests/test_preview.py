@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import torch
 
-from nodes.preview import fit_latent_rgb, latent_to_preview
-from nodes.values import LatentFormat, VaeModel
+from nodes.core.values import LatentFormat, VaeModel
+from nodes.imaging.preview import fit_latent_rgb, latent_to_preview
 
 
 class LinearVae(torch.nn.Module):

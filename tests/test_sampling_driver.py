@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nodes.core.values import ConditioningEntry, Latent
 from nodes.sampling import ksampler
 from nodes.sampling.noise import prepare_noise
-from nodes.values import ConditioningEntry, Latent
 from tests.test_sampling_parity import ToyUNet, conds, toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +85,22 @@ def test_sigmas_for_shows_the_noise_levels_used():
     assert len(ksampler.sigmas_for(toy_model(), "normal", "euler", 10, denoise=0.5)) == 11
 
 
-def test_callback_runs_once_per_step_and_cancel_stops_sampling():
+def test_callback_runs_once_per_step_and_raising_from_it_stops_sampling():
     steps = []
     _sample(steps=5, callback=lambda i, total, x, den: steps.append((i, total)))
     assert steps == [(i, 5) for i in range(5)]
-    with pytest.raises(ksampler.SamplingCancelled):
-        _sample(check_cancel=lambda: True)
+
+    class Stop(Exception):
+        pass
+
+    def stop(i, total, x, den):
+        steps.append("stopped")
+        raise Stop  # the node's callback raises Interrupted this way once the run is cancelled
+
+    steps.clear()
+    with pytest.raises(Stop):
+        _sample(steps=5, callback=stop)
+    assert steps == ["stopped"]
 
 
 def test_noise_mask_keeps_unmasked_area_on_the_input_latent():

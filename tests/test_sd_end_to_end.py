@@ -13,7 +13,7 @@ from PIL import Image
 from nodegraph import REGISTRY, Executor
 from nodegraph.fileio import read_png_text
 from nodegraph.workflow import load_workflow
-from nodes.env import Env
+from nodes.core.env import SDEnvironment
 
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY.discover("nodes")
@@ -32,8 +32,8 @@ def model_dirs(tmp_path_factory):
     return root
 
 
-def env_for(root: Path) -> Env:
-    return Env(models_dir=root / "models", output_dir=root / "output", input_dir=root / "input")
+def env_for(root: Path) -> SDEnvironment:
+    return SDEnvironment(models_dir=root / "models", output_dir=root / "output", input_dir=root / "input")
 
 
 def txt2img_graph(ckpt="tiny.safetensors", steps=4):
@@ -176,7 +176,7 @@ def test_unreadable_and_wrong_kind_files_get_one_line_errors(model_dirs, tmp_pat
 
     save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 4)},
               str(models / "a-lora.safetensors"))
-    env = Env(models_dir=tmp_path / "models", output_dir=tmp_path / "out")
+    env = SDEnvironment(models_dir=tmp_path / "models", output_dir=tmp_path / "out")
     for name in ("broken.safetensors", "a-lora.safetensors"):
         result = Executor(REGISTRY, env=env).run(txt2img_graph(name))
         assert result.status == "error"
@@ -189,9 +189,8 @@ def test_unreadable_and_wrong_kind_files_get_one_line_errors(model_dirs, tmp_pat
 def test_width_not_a_multiple_of_8_is_a_validation_error():
     graph = txt2img_graph()
     graph.set_value("6", "width", 100)
-    problems = [str(p) for p in Executor(REGISTRY).run(graph).problems if p.check == "node_rule"]
-    assert problems == ['node 6 (EmptyLatentImage): input "width" = 100 is not a multiple of 8 '
-                        "(the VAE works in 8×8 pixel cells) — use 96 or 104"]
+    problems = [str(p) for p in Executor(REGISTRY).run(graph).problems if p.check == "multiple_of"]
+    assert problems == ['node 6 (EmptyLatentImage): input "width" = 100 is not a multiple of 8 — use 96 or 104']
 
 
 def test_save_image_prefix_cannot_leave_the_output_folder(model_dirs):

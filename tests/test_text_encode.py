@@ -13,9 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from nodes.core.values import ClipModel  # noqa: E402
 from nodes.text.encode import clip_layer_range, encode_text, encode_tokens  # noqa: E402
 from nodes.text.tokens import tokenize  # noqa: E402
-from nodes.values import ClipModel  # noqa: E402
 
 # the CLIP tokenizer the SD nodes ship (the same files as the fixtures' sd15_diffusers_config/tokenizer)
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "nodes" / "configs" / "clip_tokenizer"

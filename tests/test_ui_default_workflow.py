@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from nodegraph import REGISTRY
+from nodegraph import events as ev
 from nodegraph.workflow import to_native, workflow_chunks
 from tests import test_ui_support  # noqa: F401  (skips without PySide6/pytest-qt)
 from tests.test_ui_support import LoopLatency, wait_job
@@ -32,13 +33,13 @@ def real_window(qtbot, tmp_path, monkeypatch):
     assert BUNDLED.is_file(), f"the bundled model {BUNDLED} is missing (tools/train_bundled_model.py makes it)"
     from PySide6.QtWidgets import QApplication
 
-    from nodes.env import Env
+    from nodes.core.env import SDEnvironment
     from ui import theme
     from ui.main_window import MainWindow
 
     REGISTRY.discover("nodes")
     theme.apply(QApplication.instance())
-    env = Env(models_dir=MODELS, output_dir=tmp_path / "out", input_dir=tmp_path / "in")
+    env = SDEnvironment(models_dir=MODELS, output_dir=tmp_path / "out", input_dir=tmp_path / "in")
     w = MainWindow(REGISTRY, env)
     w.quiet_errors = True
     w.ask_unsaved = lambda: "discard"
@@ -68,9 +69,10 @@ def test_default_workflow_runs_without_blocking_the_gui_thread(qtbot, real_windo
     lat = LoopLatency(10)
     sampler_previews = []
 
-    def seen(job, e) -> None:
+    def seen(job, ui_event) -> None:
+        e = ui_event.event
         lat.doing = f"{type(e).__name__} {getattr(e, 'node_type', '') or ''}".strip()
-        if type(e).__name__ == "Preview" and e.node_id == "7":
+        if isinstance(e, ev.Preview) and e.node_id == "7":
             sampler_previews.append(w.scene.nodes["7"].image is not None)
 
     w.runner.node_event.connect(seen)

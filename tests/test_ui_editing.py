@@ -369,3 +369,85 @@ def test_fit_all_keeps_node_text_readable(qtbot, window):
     assert abs(window.view.zoom - FIT_MIN_ZOOM) < 1e-6  # not zoomed out to a blur
     seen = window.view.mapToScene(window.view.viewport().rect()).boundingRect()
     assert seen.contains(window.scene.nodes[first].sceneBoundingRect())  # where the flow starts
+
+
+def test_after_run_control_comes_from_the_declaration_not_the_name(qtbot, window):
+    """`noise` is declared control_after_generate and gets the dice and the after-run control; an
+    INT that happens to be called `seed` but is not declared so gets a plain number field."""
+    from ui.widgets import IntSpin, SeedField
+
+    ed = window.editor
+    nid = ed.add_node("NoiseSource", (0, 0))
+    item = window.scene.nodes[nid]
+    assert isinstance(item.fields["noise"], SeedField) and "noise:after_run" in item.fields
+    assert isinstance(item.fields["seed"], IntSpin) and "seed:after_run" not in item.fields
+    assert [item.fields["noise:after_run"].itemText(i) for i in range(item.fields["noise:after_run"].count())] \
+        == ["fixed", "increment", "decrement", "randomize"]
+    # a mode stored for an undeclared input (a hand-edited file) changes nothing after a run
+    ed.set_seed_mode(nid, "seed", "increment")
+    ed.apply_seed_controls()
+    assert ed.graph.nodes[nid].values == {"noise": 5, "seed": 3}
+    item.fields["noise:after_run"].setCurrentText("increment")
+    ed.apply_seed_controls()
+    assert ed.graph.nodes[nid].values == {"noise": 6, "seed": 3}
+
+
+def test_decrement_after_run_counts_down_and_wraps_to_the_maximum(qtbot, window):
+    ed = window.editor
+    nid = ed.add_node("NoiseSource", (0, 0))  # noise: 0..9, starts at 5
+    ed.set_value(nid, "noise", 1)
+    item = window.scene.nodes[nid]
+    item.fields["noise:after_run"].setCurrentText("decrement")
+    assert ed.graph.nodes[nid].ui["after_run"] == {"noise": "decrement"}
+    ed.apply_seed_controls()
+    assert ed.graph.nodes[nid].values["noise"] == 0 and item.fields["noise"].spin.value() == 0
+    ed.apply_seed_controls()
+    assert ed.graph.nodes[nid].values["noise"] == 9  # below the minimum wraps to the maximum
+    ed.undo.undo()
+    assert ed.graph.nodes[nid].values["noise"] == 0
+    # increment wraps the other way; a run applies the mode too, as one undo step
+    item.fields["noise:after_run"].setCurrentText("increment")
+    ed.set_value(nid, "noise", 9)
+    job = window.run()
+    support.wait_job(qtbot, job)
+    assert ed.graph.nodes[nid].values["noise"] == 0 and ed.undo.undoText() == "Seed after run"
+
+
+def test_sockets_and_widgets_show_their_declared_tooltips(qtbot, window):
+    ed = window.editor
+    nid = ed.add_node("SeedNode", (0, 0))
+    item = window.scene.nodes[nid]
+    seed_tip = item.fields["seed"].toolTip()
+    assert "seed: INT" in seed_tip and "the same seed gives the same picture" in seed_tip
+    assert "how much of the seed to use" in item.fields["strength"].toolTip()
+    assert "strength: FLOAT" in item.fields["strength"].toolTip()
+    assert "the same seed gives the same picture" in item.inputs["seed"].toolTip()  # its socket too
+    out_tip = item.outputs[0].toolTip()
+    assert "value: FLOAT" in out_tip and "seed × strength" in out_tip
+    ed.set_as_socket(nid, "strength", True)  # shown as a socket, it keeps its tooltip
+    item = window.scene.nodes[nid]
+    assert "strength" not in item.fields and "how much of the seed to use" in item.inputs["strength"].toolTip()
+    pick = window.scene.nodes[ed.add_node("PickModel", (0, 300))]
+    assert "a file in checkpoints" in pick.fields["ckpt_name"].toolTip()
+    assert "a checkpoint in the model folder" in pick.inputs["ckpt_name"].toolTip()
+
+
+def test_a_new_loader_starts_at_the_first_file(qtbot, window):
+    ed = window.editor
+    empty = ed.add_node("PickModel", (0, 0))
+    assert ed.graph.nodes[empty].values["ckpt_name"] == ""  # nothing to choose yet
+    folder = ed.env.models_dir / "checkpoints"
+    folder.mkdir(parents=True)
+    for name in ("b.ckpt", "a.safetensors", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    nid = ed.add_node("PickModel", (0, 200))
+    assert ed.graph.nodes[nid].values["ckpt_name"] == "a.safetensors"
+    assert window.scene.nodes[nid].fields["ckpt_name"].currentText() == "a.safetensors"
+    assert not [p for p in window.run_view.validate_now() if p.node_id == nid]
+    ed.undo.undo()
+    ed.undo.redo()
+    assert ed.graph.nodes[nid].values["ckpt_name"] == "a.safetensors"
+    # a chosen file is kept when the node is copied: only a new node starts at the first file
+    ed.set_value(nid, "ckpt_name", "b.ckpt")
+    [copy] = ed.paste_text(ed.copy_text([nid]))
+    assert ed.graph.nodes[copy].values["ckpt_name"] == "b.ckpt"

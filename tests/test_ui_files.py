@@ -151,10 +151,25 @@ def test_model_folder_setting_is_remembered(qtbot, window, tmp_path):
     models.mkdir()
     window.choose_models_dir(str(models))
     assert window.editor.env.models_dir == models
-    from nodes.env import Env
+    from nodes.core.env import SDEnvironment
     from ui.main_window import MainWindow
 
-    other = MainWindow(window.editor.registry, Env())
+    other = MainWindow(window.editor.registry, SDEnvironment())
     other.ask_unsaved = lambda: "discard"
     qtbot.addWidget(other)
     assert other.editor.env.models_dir == models
+
+
+def test_a_model_folder_given_on_the_command_line_wins_over_the_saved_one(qtbot, window, tmp_path):
+    saved, given = tmp_path / "saved_models", tmp_path / "given_models"
+    saved.mkdir()
+    given.mkdir()
+    window.choose_models_dir(str(saved))  # remembered in Settings
+    from nodes.core.env import SDEnvironment
+    from ui.main_window import MainWindow
+
+    other = MainWindow(window.editor.registry, SDEnvironment(models_dir=given), use_saved_models_dir=False)
+    other.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(other)
+    assert other.editor.env.models_dir == given
+    assert files.settings().value("models_dir") == str(saved)  # and the setting is left alone

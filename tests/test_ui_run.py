@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from nodegraph import events as ev
 from tests import test_ui_support as support
 from tests.test_ui_support import LoopLatency, build_chain, shot, wait_job
 
@@ -13,8 +14,8 @@ window = support.window  # the fixture
 def test_run_shows_progress_and_result_on_the_output_node(qtbot, window):
     a, b, c = build_chain(window, delay=0.02, steps=5)
     progress_seen = []
-    window.runner.node_event.connect(lambda job, e: progress_seen.append((e.step, e.total))
-                                if type(e).__name__ == "Progress" else None)
+    window.runner.node_event.connect(lambda job, u: progress_seen.append((u.event.step, u.event.total))
+                                     if isinstance(u.event, ev.Progress) else None)
     job = window.run()
     qtbot.waitUntil(lambda: window.scene.nodes[b].status == "running", timeout=5000)
     wait_job(qtbot, job)
@@ -42,8 +43,8 @@ def test_images_preview_inline_and_land_in_the_gallery(qtbot, window):
     ed.connect(g, 0, s, "image")
     ed.set_value(g, "delay", 0.05)
     previews = []  # (step, the node showed an image) at each live preview
-    window.runner.node_event.connect(lambda job, e: previews.append(
-        (e.step, window.scene.nodes[g].image is not None)) if type(e).__name__ == "Preview" else None)
+    window.runner.node_event.connect(lambda job, u: previews.append(
+        (u.event.step, window.scene.nodes[g].image is not None)) if isinstance(u.event, ev.Preview) else None)
     window.view.fit_all()
     job = window.run()
     wait_job(qtbot, job)
@@ -52,14 +53,17 @@ def test_images_preview_inline_and_land_in_the_gallery(qtbot, window):
     assert window.scene.nodes[g].image is None  # and gone once the node is done: the result is on the save node
     assert window.scene.nodes[s].image is not None and window.scene.nodes[s].image.width() == 128
     assert len(window.gallery.paths()) == 1
-    saved = window.gallery.save_as(window.gallery.paths()[0], str(window.editor.env.output_dir / "copy.png"))
-    assert saved and (window.editor.env.output_dir / "copy.png").stat().st_size > 0
+    saved = window.gallery.save_as(window.gallery.paths()[0], str(window.editor.env.paths.output / "copy.png"))
+    assert saved and (window.editor.env.paths.output / "copy.png").stat().st_size > 0
     window.view.fit_all()
     shot(window, "run_images")
 
 
 def test_cancel_stops_at_the_next_step(qtbot, window):
     a, b, c = build_chain(window, delay=0.1, steps=200)
+    interrupted = []
+    window.runner.node_event.connect(lambda job, u: interrupted.append(u.event.node_id)
+                                     if isinstance(u.event, ev.RunInterrupted) else None)
     job = window.run()
     qtbot.waitUntil(lambda: window.scene.nodes[b].progress is not None, timeout=5000)
     t0 = time.perf_counter()
@@ -69,6 +73,7 @@ def test_cancel_stops_at_the_next_step(qtbot, window):
     assert time.perf_counter() - t0 < 2.0
     assert window.scene.nodes[b].status != "running"
     assert window.queue.rows[job.id].text(1) == "interrupted"
+    assert interrupted == [b]  # the run view hears the engine's RunInterrupted, for the node it stopped in
 
 
 def test_failing_node_is_marked_with_its_message(qtbot, window):

@@ -15,9 +15,8 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
-from nodegraph import Choice, Float, Int, Link, Node, NodeOutput, Output  # noqa: E402
+from nodegraph import FileChoice, Float, Int, Link, Node, NodeOutput, Output  # noqa: E402
 from nodegraph import types as T  # noqa: E402
-from nodegraph.workflow import workflow_chunks  # noqa: E402  (also what the toy save node writes)
 from tests.toy_nodes import make_registry  # noqa: E402
 from ui.latency import LoopLatency  # noqa: E402,F401  (the tests measure the GUI thread with it)
 
@@ -57,11 +56,11 @@ class SaveImageToy(Node):
     def run(self, ctx, image):
         from PIL.PngImagePlugin import PngInfo
 
-        out = Path(ctx.env.output_dir)
+        out = ctx.paths.output
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"toy_{ctx.node_id}_{time.time_ns()}.png"
         info = PngInfo()
-        for key, text in workflow_chunks(ctx.graph).items():
+        for key, text in ctx.workflow_metadata().items():  # what the real SaveImage embeds
             info.add_text(key, text)
         image.save(path, pnginfo=info)
         return NodeOutput((), {"images": [str(path)]})
@@ -70,17 +69,30 @@ class SaveImageToy(Node):
 class SeedNode(Node):
     """Holds a seed (to test the seed widget)."""
     category = "values"
-    inputs = [Int("seed", 7, min=0, max=2**64 - 1), Float("strength", 0.5, min=0.0, max=1.0)]
-    outputs = [Output("value", T.FLOAT)]
+    inputs = [Int("seed", 7, min=0, max=2**64 - 1, control_after_generate=True,
+                  tooltip="the random seed; the same seed gives the same picture"),
+              Float("strength", 0.5, min=0.0, max=1.0, tooltip="how much of the seed to use")]
+    outputs = [Output("value", T.FLOAT, tooltip="seed × strength")]
 
     def run(self, ctx, seed, strength):
         return (float(seed) * strength,)
 
 
+class NoiseSource(Node):
+    """The after-run control comes from the declaration, not the name: `noise` is declared
+    control_after_generate, `seed` (an INT with that very name) is not."""
+    category = "values"
+    inputs = [Int("noise", 5, min=0, max=9, control_after_generate=True), Int("seed", 3, min=0, max=100)]
+    outputs = [Output("value", T.INT)]
+
+    def run(self, ctx, noise, seed):
+        return (noise + seed,)
+
+
 class PickModel(Node):
-    """Picks a checkpoint file from the model folder (a dynamic choice list)."""
+    """Picks a checkpoint file from the model folder (a file input)."""
     category = "loaders"
-    inputs = [Choice("ckpt_name", lambda env: env.list_models("checkpoints") if env else [])]
+    inputs = [FileChoice("ckpt_name", "checkpoints", tooltip="a checkpoint in the model folder")]
     outputs = [Output("name", T.STRING)]
 
     def run(self, ctx, ckpt_name):
@@ -89,7 +101,7 @@ class PickModel(Node):
 
 def ui_registry():
     reg = make_registry()
-    for cls in (Gradient, SaveImageToy, SeedNode, PickModel):
+    for cls in (Gradient, SaveImageToy, SeedNode, NoiseSource, PickModel):
         reg.register(cls)
     return reg
 
@@ -97,12 +109,12 @@ def ui_registry():
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("SDGRAPH_DATA_DIR", str(tmp_path / "data"))
-    from nodes.env import Env
+    from nodes.core.env import SDEnvironment
     from ui import theme
     from ui.main_window import MainWindow
 
     theme.apply(__import__("PySide6.QtWidgets", fromlist=["QApplication"]).QApplication.instance())
-    env = Env(models_dir=tmp_path / "models", output_dir=tmp_path / "out", input_dir=tmp_path / "in")
+    env = SDEnvironment(models_dir=tmp_path / "models", output_dir=tmp_path / "out", input_dir=tmp_path / "in")
     w = MainWindow(ui_registry(), env)
     w.quiet_errors = True
     w.ask_unsaved = lambda: "discard"

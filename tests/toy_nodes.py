@@ -98,7 +98,7 @@ class Noise(Node):
     outputs = [Output("value", T.FLOAT)]
 
     @classmethod
-    def fingerprint(cls, values, env):
+    def fingerprint(cls, values):
         return ALWAYS_CHANGED
 
     def run(self, ctx):
@@ -140,7 +140,7 @@ class Show(Node):
         text = value if isinstance(value, str) else repr(value)  # strings show as text, not repr
         ui = {"text": [text]}
         if path:
-            target = ctx.env.output_dir / path
+            target = ctx.paths.output / path
             atomic_write(target, text)
             ui["files"] = [str(target)]
         return NodeOutput((), ui)

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import shapes_data as sd  # noqa: E402
 
 from nodegraph import REGISTRY, Executor, Graph  # noqa: E402
-from nodes.env import Env  # noqa: E402
+from nodes.core.env import SDEnvironment  # noqa: E402
 
 ATTRIBUTES = ("colour", "shape", "position", "background")
 THRESHOLDS = {"colour": 0.90, "shape": 0.85, "background": 0.90, "position": 0.60}
@@ -93,7 +93,7 @@ def build_graph(ckpt: str, steps: int) -> Graph:
 
 def generate(executor: Executor, graph: Graph, text: str, cfg: float, seeds: int, base_seed: int):
     """`seeds` images of one prompt, as one batch (each batch item gets its own noise)."""
-    from nodes.imageops import image_to_pil
+    from nodes.imaging.ops import image_to_pil
 
     graph.set_value("2", "text", text)
     graph.set_value("5", "cfg", cfg)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     REGISTRY.discover("nodes")
-    env = Env(models_dir=args.models_dir, device="cpu", dtype="fp32")
+    env = SDEnvironment(models_dir=args.models_dir, device="cpu", dtype="fp32")
     executor = Executor(REGISTRY, env=env)
     graph = build_graph(args.ckpt, args.steps)
     started = time.perf_counter()

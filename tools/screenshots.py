@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from nodes.env import Env
+    from nodes.core.env import SDEnvironment
     from ui import theme
     from ui.main_window import MainWindow
 
@@ -97,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         from nodegraph import REGISTRY
 
         REGISTRY.discover("nodes")
-        registry, env = REGISTRY, Env(output_dir=workdir, models_dir=Path(args.models_dir))
+        registry = REGISTRY
+        env = SDEnvironment(models_dir=Path(args.models_dir), output_dir=workdir, input_dir=REPO / "input")
     else:
         from tests.test_ui_support import ui_registry
 
-        registry, env = ui_registry(), Env(output_dir=workdir, models_dir=workdir / "models")
+        registry = ui_registry()
+        env = SDEnvironment(models_dir=workdir / "models", output_dir=workdir, input_dir=workdir / "input")
     w, h = (int(v) for v in args.size.split("x"))
     window = MainWindow(registry, env)
     window.quiet_errors = True

@@ -1,4 +1,6 @@
-"""Editor entry point: `python main.py [WORKFLOW]`.
+"""Editor entry point: `python main.py [WORKFLOW]` parses the options and builds the environment
+(cli.open_editor), then hands it here with the node packages to load: the editor imports nothing
+from the node packages by name and builds no environment of its own.
 
 The window shows first; node packages are discovered and the workflow is opened right after, on
 the next turn of the event loop. Nothing here imports torch: nodes import it inside `run`. Once
@@ -13,11 +15,9 @@ meanwhile) before quitting.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 _IMPORTED = time.perf_counter()
 
@@ -33,42 +33,6 @@ def process_age_s() -> float | None:
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="main.py", description="sdgraph editor")
-    p.add_argument("workflow", nargs="?", help="workflow JSON, ComfyUI API JSON, or a PNG made by sdgraph")
-    p.add_argument("--node-package", action="append", default=[], metavar="MODULE",
-                   help="import extra node types from this module (repeatable)")
-    p.add_argument("--models-dir", help="model folder (default: the one chosen in Settings, else models/)")
-    return p.parse_args(argv)
-
-
-def node_packages(extra: list[str]) -> list[str]:
-    return ["nodes", *extra, *filter(None, os.environ.get("SDGRAPH_NODE_PACKAGES", "").split(os.pathsep))]
-
-
-def discover(registry, extra: list[str]) -> list[str]:
-    """Import node packages; returns one message per package that failed."""
-    packages = node_packages(extra)
-    failed = []
-    for package in packages:
-        try:
-            registry.discover(package)
-        except Exception as e:  # noqa: BLE001 - a broken package must not stop the editor
-            failed.append(f"cannot import node package {package!r}: {e}")
-    return failed
-
-
-def make_env(models_dir: str | None = None):
-    try:
-        from nodes.env import Env
-    except Exception:  # noqa: BLE001 - an editor without the SD nodes still edits graphs
-        return None
-    env = Env()
-    if models_dir:
-        env.models_dir = Path(models_dir)
-    return env
 
 
 def probe_warm_up(app, window, packages: list[str]) -> None:
@@ -90,8 +54,12 @@ def probe_warm_up(app, window, packages: list[str]) -> None:
     window.warm_up(packages, delay_ms=0)
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(list(argv))
+def main(workflow: str | None, env, packages: list[str], *, models_dir_given: bool = False) -> int:
+    """Show the editor on `env` (a nodegraph.Environment) and run the event loop.
+
+    `packages`: the node packages to discover once the window shows. `models_dir_given`: the model
+    folder in `env` was chosen on the command line, so it wins over the one saved in Settings.
+    """
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -104,9 +72,7 @@ def main(argv: list[str]) -> int:
     app.setApplicationName("sdgraph")
     app.setOrganizationName("sdgraph")
     theme.apply(app)
-    window = MainWindow(REGISTRY, make_env(args.models_dir))
-    if args.models_dir:
-        window.set_models_dir(args.models_dir)
+    window = MainWindow(REGISTRY, env, use_saved_models_dir=not models_dir_given)
     window.show()
     probe = os.environ.get("SDGRAPH_STARTUP_PROBE")
 
@@ -117,19 +83,19 @@ def main(argv: list[str]) -> int:
             ms = age * 1000 if age is not None else (time.perf_counter() - _IMPORTED) * 1000
             exposed = window.windowHandle() is not None and window.windowHandle().isExposed()
             print(f"sdgraph-startup-ms {ms:.0f} exposed={exposed}", flush=True)
-        for message in discover(REGISTRY, args.node_package):
+        for message in REGISTRY.discover_all(packages):
             window.statusBar().showMessage(message, 10000)
         restored = False if probe else window.offer_restore()
-        if args.workflow and not restored:
-            window.open_path(args.workflow, ask=False)
+        if workflow and not restored:
+            window.open_path(str(workflow), ask=False)
         if probe:
             print(f"sdgraph-ready-ms {(process_age_s() or 0) * 1000:.0f} nodes={len(REGISTRY.names())}", flush=True)
         if probe == "warm":
-            probe_warm_up(app, window, node_packages(args.node_package))
+            probe_warm_up(app, window, packages)
         elif probe:
             QTimer.singleShot(0, app.quit)
         else:
-            window.warm_up(node_packages(args.node_package))
+            window.warm_up(packages)
 
     QTimer.singleShot(0, after_show)
     return app.exec()

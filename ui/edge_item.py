@@ -15,7 +15,7 @@ class SocketItem(QGraphicsItem):
     """One input or output socket. Dragging from it starts a link (handled by the scene)."""
 
     def __init__(self, node_item, *, output: bool, name: str, slot: int, type_name: str, color: str,
-                 optional: bool = False, value_input: bool = False):
+                 optional: bool = False, value_input: bool = False, tooltip: str = ""):
         super().__init__(node_item)
         self.node_item = node_item
         self.is_output = output
@@ -31,7 +31,7 @@ class SocketItem(QGraphicsItem):
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CrossCursor)
         self.setZValue(2)
-        self.setToolTip(f"{name}: {type_name}" + (" (optional)" if optional else ""))
+        self.setToolTip(tooltip or f"{name}: {type_name}" + (" (optional)" if optional else ""))
 
     @property
     def node_id(self) -> str:

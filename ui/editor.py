@@ -16,13 +16,28 @@ from nodegraph.workflow import from_native, to_native
 
 from . import commands as C
 
-SEED_NAMES = ("seed", "noise_seed")
-SEED_MODES = ("fixed", "increment", "randomize")
+# What happens to an input declared `control_after_generate` after each run (ComfyUI's set); the
+# node's ui["after_run"] maps input names to one of these ("fixed" when absent).
+AFTER_RUN_MODES = ("fixed", "increment", "decrement", "randomize")
 CLIP_MIME = "application/x-sdgraph-nodes"
 
 
-def is_seed(spec) -> bool:
-    return spec.type.name == "INT" and spec.name in SEED_NAMES
+def has_after_run_control(spec) -> bool:
+    """The declaration asks for the after-run control (fixed/increment/decrement/randomize): an
+    integer input declared `control_after_generate`, whatever its name."""
+    return spec.control_after_generate and spec.type.name == "INT"
+
+
+def new_node_values(cls, env) -> dict[str, Any]:
+    """The values a node added in the editor starts with: its defaults, and for each file input
+    the first file available (a new loader shows a model, not an empty name)."""
+    values = dict(cls.defaults())
+    for spec in cls.inputs:
+        if spec.is_widget and spec.files is not None:
+            choices = spec.choice_list(env)
+            if choices:
+                values[spec.name] = choices[0]
+    return values
 
 
 class Editor(QObject):
@@ -58,7 +73,7 @@ class Editor(QObject):
         or its first compatible output to a dragged input (link_to) in the same undo step."""
         cls = self.registry.get(type_name)
         nid = self.graph.new_id()
-        node = NodeInstance(nid, type_name, dict(cls.defaults()) if cls else {}, {},
+        node = NodeInstance(nid, type_name, new_node_values(cls, self.env) if cls else {}, {},
                             {"pos": [float(pos[0]), float(pos[1])]})
         self.undo.beginMacro(f"Add {type_name}")
         self.undo.push(C.AddNodes(self.graph, [node], f"Add {type_name}"))
@@ -196,24 +211,42 @@ class Editor(QObject):
 
     # -- after a run --------------------------------------------------------------------------
     def apply_seed_controls(self) -> None:
-        """Seeds set to increment/randomize change after a run is queued (one undo step)."""
+        """Inputs declared `control_after_generate` and set to increment/decrement/randomize change
+        after a run is queued (one undo step). Increment past the maximum wraps to the minimum,
+        decrement below the minimum to the maximum, as ComfyUI's control does."""
         changes = []
         for node in self.graph.nodes.values():
             cls = self.registry.get(node.type)
             for name, mode in (node.ui.get("after_run") or {}).items():
                 spec = cls.input(name) if cls else None
-                if spec is None or mode == "fixed" or name in node.links:
+                if spec is None or not has_after_run_control(spec) or mode not in AFTER_RUN_MODES[1:] \
+                        or name in node.links:
                     continue
-                hi = int(spec.max) if spec.max is not None else 2**64 - 1
-                lo = int(spec.min) if spec.min is not None else 0
-                cur = int(node.values.get(name, spec.default))
-                new = (cur + 1 if cur < hi else lo) if mode == "increment" else random.randint(lo, min(hi, 2**53))
-                changes.append((node.id, name, new))
+                new = after_run_value(spec, node.values.get(name, spec.default), mode)
+                if new is not None:
+                    changes.append((node.id, name, new))
         if changes:
             self.undo.beginMacro("Seed after run")
             for nid, name, value in changes:
                 self.set_value(nid, name, value, merge=False)
             self.undo.endMacro()
+
+
+def after_run_value(spec, current: Any, mode: str) -> int | None:
+    """The value an after-run control gives next (None: leave it as it is)."""
+    hi = int(spec.max) if spec.max is not None else 2**64 - 1
+    lo = int(spec.min) if spec.min is not None else 0
+    try:
+        cur = int(current)
+    except (TypeError, ValueError):
+        return None
+    if mode == "increment":
+        return cur + 1 if lo <= cur < hi else lo
+    if mode == "decrement":
+        return cur - 1 if lo < cur <= hi else hi
+    if mode == "randomize":
+        return random.randint(lo, max(lo, min(hi, 2**53)))
+    return None
 
 
 def _order(node_id: str):

@@ -33,8 +33,13 @@ AUTOSAVE_MS = int(os.environ.get("SDGRAPH_AUTOSAVE_MS", "30000"))
 
 
 class MainWindow(DocumentMixin, QMainWindow):
-    def __init__(self, registry, env=None):
+    """The editor on a graph registry and an environment (nodegraph.Environment, built by the entry
+    point). `use_saved_models_dir`: apply the model folder saved in Settings (off when the command
+    line named one)."""
+
+    def __init__(self, registry, env=None, *, use_saved_models_dir: bool = True):
         super().__init__()
+        self._use_saved_models_dir = use_saved_models_dir
         self._restored_dirty = False
         self.quiet_errors = False
         self.editor = Editor(registry, env, self)
@@ -162,7 +167,7 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.cancel_action.setEnabled(False)
         self._act(r, "&Validate", lambda: self.run_view.validate_now(), "F7")
         s = mb.addMenu("&Settings")
-        self._act(s, "Model Folder…", self.choose_models_dir, "Ctrl+,")
+        self._act(s, "Model Folder…", self.choose_models_dir, "Ctrl+,").setEnabled(self.has_models_dir())
         tb = self.addToolBar("Main")
         tb.setObjectName("MainToolbar")
         tb.setMovable(False)
@@ -334,9 +339,15 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.runner.cancel()
 
     # -- settings -----------------------------------------------------------------------------------
+    def has_models_dir(self) -> bool:
+        """Whether the environment has a settable model folder (the SD one does; a bare
+        nodegraph.Environment has none)."""
+        return isinstance(getattr(type(self.editor.env), "models_dir", None), property)
+
     def choose_models_dir(self, path: str | None = None) -> None:
         env = self.editor.env
-        if env is None:
+        if not self.has_models_dir():
+            self.statusBar().showMessage("This environment has no model folder to choose", 4000)
             return
         path = path or QFileDialog.getExistingDirectory(self, "Model folder", str(env.models_dir))
         if path:
@@ -346,7 +357,7 @@ class MainWindow(DocumentMixin, QMainWindow):
             s.sync()
 
     def set_models_dir(self, path: str) -> None:
-        self.editor.env.models_dir = Path(path)
+        self.editor.env.models_dir = Path(path)  # rebuilds env.files: the file choices follow
         self.runner.set_env(self.editor.env)
         self.statusBar().showMessage(f"Model folder: {path}", 4000)
 
@@ -357,7 +368,7 @@ class MainWindow(DocumentMixin, QMainWindow):
         if s.value("window_state") is not None:
             self.restoreState(s.value("window_state"))
         models = s.value("models_dir")
-        if models and self.editor.env is not None and Path(str(models)).is_dir():
+        if models and self._use_saved_models_dir and self.has_models_dir() and Path(str(models)).is_dir():
             self.set_models_dir(str(models))
 
     def closeEvent(self, event):  # noqa: N802 - Qt API

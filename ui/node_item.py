@@ -11,8 +11,8 @@ from PySide6.QtWidgets import QComboBox, QGraphicsItem, QGraphicsProxyWidget, QL
 
 from . import theme
 from .edge_item import SocketItem
-from .editor import SEED_MODES, is_seed
-from .widgets import make_field
+from .editor import AFTER_RUN_MODES, has_after_run_control
+from .widgets import input_tooltip, make_field, output_tooltip
 
 TITLE_H = 26.0
 ROW = 24.0
@@ -169,14 +169,16 @@ class NodeItem(QGraphicsItem):
 
     def _socket(self, spec, pos, node, value_input=False) -> SocketItem:
         sock = SocketItem(self, output=False, name=spec.name, slot=0, type_name=spec.type.name,
-                          color=spec.type.color, optional=spec.optional, value_input=value_input)
+                          color=spec.type.color, optional=spec.optional, value_input=value_input,
+                          tooltip=input_tooltip(spec))
         sock.setPos(pos)
         sock.connected = spec.name in node.links
         self.inputs[spec.name] = sock
         return sock
 
     def _out_socket(self, slot, out, pos) -> SocketItem:
-        sock = SocketItem(self, output=True, name=out.name, slot=slot, type_name=out.type.name, color=out.type.color)
+        sock = SocketItem(self, output=True, name=out.name, slot=slot, type_name=out.type.name, color=out.type.color,
+                          tooltip=output_tooltip(out))
         sock.setPos(pos)
         sock.connected = any(s == slot for _t, _n, s in self.gscene.graph.consumers(self.node_id))
         self.outputs.append(sock)
@@ -185,8 +187,8 @@ class NodeItem(QGraphicsItem):
     def _field_row(self, spec, node, y: float) -> float:
         W = self.width
         value = node.values.get(spec.name, spec.default if spec.has_default else "")
-        seed = is_seed(spec)
-        field = make_field(spec, self.gscene.env, seed=seed)
+        after_run = has_after_run_control(spec)
+        field = make_field(spec, self.gscene.env)
         field.set_value(value)
         field.edited.connect(lambda v, n=spec.name: self.gscene.editor.set_value(self.node_id, n, v))
         self.fields[spec.name] = field
@@ -201,11 +203,13 @@ class NodeItem(QGraphicsItem):
         self.labels.append((QRectF(PAD + 2, y, split - PAD - 6, ROW), spec.name, Qt.AlignLeft, theme.TEXT_DIM))
         self._proxy(field, QRectF(split, y + 2, W - split - PAD, ROW - 4))
         y += ROW
-        if seed:
+        if after_run:
             self.labels.append((QRectF(PAD + 2, y, split - PAD - 6, ROW), "after run", Qt.AlignLeft, theme.TEXT_DIM))
             mode = QComboBox()
             mode.setObjectName("NodeField")
-            mode.addItems(list(SEED_MODES))
+            mode.addItems(list(AFTER_RUN_MODES))
+            mode.setToolTip(f"What happens to {spec.name} after each run: kept (fixed), plus one, minus one, "
+                            "or a new random value")
             mode.setCurrentText((node.ui.get("after_run") or {}).get(spec.name, "fixed"))
             mode.currentTextChanged.connect(
                 lambda m, n=spec.name: self.gscene.editor.set_seed_mode(self.node_id, n, m))
@@ -468,3 +472,4 @@ class _Unknown:
 
         self.name, self.type, self.optional, self.is_widget = name, T.ANY, False, False
         self.has_default, self.default, self.multiline = False, None, False
+        self.tooltip, self.files, self.multiple_of, self.control_after_generate = "", None, None, False

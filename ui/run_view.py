@@ -79,15 +79,38 @@ class RunView(QObject):
                 if item.status == "running":
                     item.set_status("")
 
-    def on_event(self, job, event) -> None:
-        handler = getattr(self, "_on_" + type(event).__name__, None)
-        if handler is not None:
-            handler(event)
+    def on_event(self, job, ui_event) -> None:
+        """One executor event (wrapped in the runner's UiEvent, which carries its images)."""
+        match ui_event.event:
+            case ev.GraphStarted() as e:
+                self._graph_started(e)
+            case ev.NodeStarted() as e:
+                self._node_started(e)
+            case ev.Progress() as e:
+                self._progress(e)
+            case ev.Preview() as e:
+                if ui_event.qimage is not None and (item := self._item(e.node_id)) is not None:
+                    item.set_preview(ui_event.qimage)
+            case ev.NodeFinished() as e:
+                self._finished(e, ui_event, "done", e.seconds)
+                if (item := self._item(e.node_id)) is not None:
+                    item.finished()
+            case ev.NodeCached() as e:
+                self._finished(e, ui_event, "cached")
+            case ev.NodeError() as e:
+                self._node_error(e)
+            case ev.RunInterrupted() as e:
+                if (item := self._item(e.node_id)) is not None:
+                    item.set_status("")
+                self.w.statusBar().showMessage("Run cancelled", 4000)
+            case ev.GraphFinished() as e:
+                self.w.statusBar().showMessage(
+                    f"Finished ({e.status}): {e.ran} ran, {e.cached} cached, {e.seconds:.2f} s", 6000)
 
     def _item(self, nid):
         return self.scene.nodes.get(nid) if nid is not None else None
 
-    def _on_GraphStarted(self, e: ev.GraphStarted) -> None:  # noqa: N802
+    def _graph_started(self, e: ev.GraphStarted) -> None:
         self.run_errors.clear()
         self.general = []
         self.problems = []
@@ -98,14 +121,14 @@ class RunView(QObject):
         self.total_nodes, self.done_nodes = len(e.to_run), 0
         self.w.progress_label.setText(f"Running {len(e.to_run)} node(s), {len(e.cached)} cached")
 
-    def _on_NodeStarted(self, e: ev.NodeStarted) -> None:  # noqa: N802
+    def _node_started(self, e: ev.NodeStarted) -> None:
         if (item := self._item(e.node_id)) is not None:
             item.set_status("running", reason=e.reason)
         self.w.progress.setRange(0, 0)
         self.w.progress.setFormat(f"node {e.node_id} ({e.node_type})")
         self.w.progress.show()
 
-    def _on_Progress(self, e: ev.Progress) -> None:  # noqa: N802
+    def _progress(self, e: ev.Progress) -> None:
         if (item := self._item(e.node_id)) is not None:
             item.set_progress(e.step, e.total)
         node_type = self.w.editor.graph.nodes[e.node_id].type if e.node_id in self.w.editor.graph.nodes else "?"
@@ -113,42 +136,19 @@ class RunView(QObject):
         self.w.progress.setValue(e.step)
         self.w.progress.setFormat(f"node {e.node_id} ({node_type}) — step {e.step}/{e.total}")
 
-    def _on_Preview(self, e: ev.Preview) -> None:  # noqa: N802
-        img = getattr(e, "qimage", None)
-        if img is not None and (item := self._item(e.node_id)) is not None:
-            item.set_preview(img)
-
-    def _finished(self, e, status: str, seconds=None) -> None:
+    def _finished(self, e: ev.NodeFinished | ev.NodeCached, ui_event, status: str, seconds=None) -> None:
         item = self._item(e.node_id)
         if item is not None:
             item.set_status(status, reason="cached" if status == "cached" else "", seconds=seconds)
             if e.ui:
-                item.set_result(e.ui, getattr(e, "qimage", None))
-        for path in getattr(e, "paths", []):
-            self.w.gallery.add(path, getattr(e, "qimage", None) if path == e.paths[0] else None,
-                               f"node {e.node_id} ({e.node_type})")
+                item.set_result(e.ui, ui_event.qimage)
+        for i, path in enumerate(ui_event.paths):
+            self.w.gallery.add(path, ui_event.qimage if i == 0 else None, f"node {e.node_id} ({e.node_type})")
 
-    def _on_NodeFinished(self, e: ev.NodeFinished) -> None:  # noqa: N802
-        self._finished(e, "done", e.seconds)
-        if (item := self._item(e.node_id)) is not None:
-            item.finished()
-
-    def _on_NodeCached(self, e: ev.NodeCached) -> None:  # noqa: N802
-        self._finished(e, "cached")
-
-    def _on_NodeError(self, e: ev.NodeError) -> None:  # noqa: N802
+    def _node_error(self, e: ev.NodeError) -> None:
         if e.node_id is not None and e.node_id in self.scene.nodes:
             self.run_errors[e.node_id] = "\n".join(filter(None, [self.run_errors.get(e.node_id), e.message]))
             self.scene.nodes[e.node_id].set_status("error")
         else:
             self.general.append(e.message)
         self._show_problems()
-
-    def _on_Interrupted(self, e: ev.Interrupted) -> None:  # noqa: N802
-        if (item := self._item(e.node_id)) is not None:
-            item.set_status("")
-        self.w.statusBar().showMessage("Run cancelled", 4000)
-
-    def _on_GraphFinished(self, e: ev.GraphFinished) -> None:  # noqa: N802
-        self.w.statusBar().showMessage(
-            f"Finished ({e.status}): {e.ran} ran, {e.cached} cached, {e.seconds:.2f} s", 6000)

@@ -1,7 +1,8 @@
 """Runs workflows on a worker thread, one job at a time. Executor events cross to the GUI thread
 through a thread-safe queue that a GUI-thread timer drains every 15 ms while a job is active,
 re-emitting them there as Qt signals (so slots always run on the GUI thread, in order). Images are
-decoded on the worker so the GUI thread only paints.
+decoded on the worker so the GUI thread only paints: each executor event travels wrapped in a
+`UiEvent` that carries them (the engine's events are left as the engine made them).
 
 Why not emit queued signals from the worker: with PySide6 6.12 on Python 3.11, `Signal.emit`
 called from a non-GUI thread (QThread or threading.Thread, connected or not), and also an emit
@@ -27,6 +28,16 @@ from nodegraph import CancelToken, Executor
 from nodegraph import events as ev
 
 THUMB = 512
+
+
+@dataclass
+class UiEvent:
+    """An executor event as the editor receives it, with what the worker prepared for the GUI
+    thread: the preview or first result image as a QImage, and the result's image files."""
+
+    event: ev.Event
+    qimage: QImage | None = None
+    paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,7 +79,7 @@ def image_paths(ui: dict, env: Any = None) -> list[str]:
             if "path" in entry:
                 out.append(str(entry["path"]))
             elif "filename" in entry:
-                base = Path(getattr(env, "output_dir", ".")) if env else Path(".")
+                base = Path(env.paths.output) if env is not None else Path(".")
                 out.append(str(base / entry.get("subfolder", "") / entry["filename"]))
     return out
 
@@ -119,17 +130,17 @@ class _Worker:
             self.inbox.put(("job_changed", (job,)))
 
     def on_event(self, event: ev.Event) -> None:
+        wrapped = UiEvent(event)
         if isinstance(event, ev.Preview):
-            event.qimage = to_qimage(event.image)
+            wrapped.qimage = to_qimage(event.image)
         elif isinstance(event, ev.NodeFinished | ev.NodeCached):
-            paths = image_paths(event.ui, self.executor.env)
-            event.paths = paths
-            event.qimage = load_thumb(paths[0]) if paths else None
-        self.inbox.put(("node_event", (self.current, event)))
+            wrapped.paths = image_paths(event.ui, self.executor.env)
+            wrapped.qimage = load_thumb(wrapped.paths[0]) if wrapped.paths else None
+        self.inbox.put(("node_event", (self.current, wrapped)))
 
 
 class Runner(QObject):
-    node_event = Signal(object, object)  # job, executor event (with .qimage for previews/results)
+    node_event = Signal(object, object)  # job, UiEvent (the executor event and its images)
     job_changed = Signal(object)  # job
 
     def __init__(self, registry, env=None, parent=None):

@@ -211,7 +211,7 @@ class BoolField(QCheckBox):
 
 
 class SeedField(QWidget):
-    """Seed spin box with a randomize button."""
+    """An integer spin box with a randomize button, for inputs declared `control_after_generate`."""
 
     edited = Signal(object)
 
@@ -227,7 +227,7 @@ class SeedField(QWidget):
         self.dice = QToolButton()
         self.dice.setObjectName("NodeButton")
         self.dice.setText("⚄")
-        self.dice.setToolTip("New random seed")
+        self.dice.setToolTip("New random value")
         self.dice.setFixedWidth(22)
         self.dice.clicked.connect(self.randomize)
         lay.addWidget(self.spin, 1)
@@ -240,42 +240,69 @@ class SeedField(QWidget):
         self.spin.set_value(value)
 
 
-_CHOICES: dict[int, tuple[float, list[str]]] = {}
+_CHOICES: dict[tuple[int, int], tuple[float, object, object, list[str]]] = {}
 
 
 def cached_choices(spec, env, ttl: float = 2.0) -> list[str]:
-    """A dynamic choice list (files in a model folder…) read at most every `ttl` seconds, so
-    rebuilding nodes does not rescan folders on the GUI thread each time."""
-    if not callable(spec.choices):
+    """A dynamic choice list (the files of a folder kind, a callable's answer) read at most every
+    `ttl` seconds, so rebuilding nodes does not rescan folders on the GUI thread each time. A file
+    input is cached per `env.files` (a new model folder is a new Folders object: read afresh)."""
+    if spec.files is None and not callable(spec.choices):
         return spec.choice_list(env)
-    key = id(spec) ^ id(env)
+    source = getattr(env, "files", None) if spec.files is not None else env
+    key = (id(spec), id(source))
     now = time.monotonic()
     hit = _CHOICES.get(key)
-    if hit is None or now - hit[0] > ttl:
-        hit = _CHOICES[key] = (now, spec.choice_list(env))
-    return hit[1]
+    # the entry holds spec and source, so their ids cannot be reused by other objects meanwhile
+    if hit is None or now - hit[0] > ttl or hit[1] is not spec or hit[2] is not source:
+        hit = _CHOICES[key] = (now, spec, source, spec.choice_list(env))
+    return hit[3]
 
 
-def make_field(spec, env, *, seed: bool = False) -> QWidget:
-    """The editor widget for one declared value input."""
+def input_tooltip(spec) -> str:
+    """What a socket or an inline widget says about its input: name, type, declared constraints,
+    and the declaration's tooltip."""
+    notes = []
+    if getattr(spec, "optional", False):
+        notes.append("optional")
+    if getattr(spec, "files", None):
+        notes.append(f"a file in {spec.files}")
+    if getattr(spec, "multiple_of", None):
+        notes.append(f"multiple of {spec.multiple_of}")
+    if getattr(spec, "control_after_generate", False):
+        notes.append("can change after each run")
+    head = f"{spec.name}: {spec.type.name}" + (f" ({', '.join(notes)})" if notes else "")
+    tip = getattr(spec, "tooltip", "")
+    return f"{head}\n{tip}" if tip else head
+
+
+def output_tooltip(out) -> str:
+    head = f"{out.name}: {out.type.name}"
+    tip = getattr(out, "tooltip", "")
+    return f"{head}\n{tip}" if tip else head
+
+
+def make_field(spec, env) -> QWidget:
+    """The editor widget for one declared value input; its tooltip is the declaration's. An
+    integer declared `control_after_generate` gets a dice button (and, on the node, the after-run
+    control)."""
     kind = spec.type.name
-    if seed:
+    if kind == "INT" and spec.control_after_generate:
         w = SeedField(spec.min, spec.max)
-        return w
-    if kind == "INT":
+    elif kind == "INT":
         w = IntSpin(spec.min, spec.max, spec.step or 1)
     elif kind == "FLOAT":
         w = FloatSpin(spec.min, spec.max, spec.step)
     elif kind == "BOOLEAN":
         w = BoolField()
         w.setText(spec.name)
-    elif kind == "COMBO" or spec.choices is not None:
+    elif kind == "COMBO" or spec.choices is not None or spec.files is not None:
         w = FilterCombo(lambda: cached_choices(spec, env))
     elif spec.multiline:
         w = TextField()
     else:
         w = LineField()
-    w.setObjectName("NodeField")
-    if spec.tooltip:
-        w.setToolTip(spec.tooltip)
+    if not isinstance(w, SeedField):
+        w.setObjectName("NodeField")
+    w.setToolTip(input_tooltip(spec))
     return w

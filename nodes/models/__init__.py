@@ -8,7 +8,6 @@ Public API:
     load_vae(path, *, device="cpu", dtype=torch.float32) -> VaeModel
     save_checkpoint(path, unet, vae, text_encoder, *, prediction_type="epsilon",
                     latent_scale_factor=0.18215, clip_pad_id=49407, dtype=None)
-    inspect_checkpoint(path) -> CheckpointInfo      (detection only, reads the header)
     CheckpointError
 """
 
@@ -22,7 +21,6 @@ from .errors import CheckpointError
 _LAZY = {
     "load_checkpoint": "loader",
     "load_vae": "loader",
-    "inspect_checkpoint": "loader",
     "save_checkpoint": "sdgraph_format",
     "CheckpointInfo": "detect",
     "detect_checkpoint": "detect",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from nodegraph import UserError
 
-class CheckpointError(Exception):
+
+class CheckpointError(UserError):
     """A checkpoint or VAE file that cannot be loaded, with a one-line, actionable message.
 
     The message always names the file. Loaders raise this instead of letting a raw traceback from

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..values import ClipModel, DiffusionModel, LatentFormat, VaeModel
+from ..core.values import ClipModel, DiffusionModel, LatentFormat, VaeModel
 from . import configs
 from .build import empty_text_encoder, empty_unet, empty_vae, fill
 from .convert import (
@@ -193,12 +193,6 @@ def _package(unet, vae, te, cfg: ModelConfigs, name: str, device: Any, dtype: An
         name=name,
     )
     return model, clip, VaeModel(vae=vae, latent_format=fmt, dtype=dtype, device=dev, name=name)
-
-
-def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Detect what a checkpoint file holds without loading its weights (reads the header only)."""
-    with TensorFile(path) as f:
-        return detect_checkpoint(f.shapes, f.metadata, f.get, f.name)
 
 
 def load_checkpoint(

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from nodegraph.fileio import atomic_write
 
 from .convert import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, LayoutError, clip_to_ldm, unet_to_ldm, vae_to_ldm
 from .detect import SDGRAPH_CONFIG_KEY
@@ -100,11 +101,11 @@ def save_checkpoint(
     """Write a diffusers UNet2DConditionModel, AutoencoderKL and transformers CLIPTextModel as one
     sdgraph .safetensors file (see the module docstring for the exact format).
 
-    The write is atomic: a temporary file in the target folder, then `os.replace`. `dtype` (e.g.
+    The write is atomic (nodegraph.fileio.atomic_write). `dtype` (e.g.
     torch.float16) casts floating-point tensors on the way out; None keeps the modules' dtypes.
     Returns the path written.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
@@ -129,13 +130,5 @@ def save_checkpoint(
     }
     metadata = {"format": "pt", SDGRAPH_CONFIG_KEY: json.dumps(config, sort_keys=True)}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, save(tensors, metadata=metadata))
     return path

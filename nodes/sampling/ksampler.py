@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..values import ConditioningEntry, DiffusionModel, Latent
+from ..core.values import ConditioningEntry, DiffusionModel, Latent
 from .model_sampling import ModelSampling
 from .noise import BrownianTreeNoise, GeneratorNoise, prepare_noise
 from .registry import SamplerSpec, get_sampler
@@ -24,10 +24,6 @@ from .schedules import ksampler_sigmas, slice_steps
 # Positive/negative token lengths whose LCM exceeds this multiple of the shorter are run as separate
 # batches instead of being repeated (ComfyUI's CONDCrossAttn.can_concat limit).
 MAX_TOKEN_REPEAT = 4
-
-
-class SamplingCancelled(Exception):
-    """Raised from inside the sampling loop when `check_cancel()` says to stop."""
 
 
 # -- model sampling cache ------------------------------------------------------------------------
@@ -125,11 +121,11 @@ class CFGDenoiser:
         cache = self.__dict__.setdefault("_context_cache", {})
         if key not in cache:
             lcm = math.lcm(*(e.cond.shape[1] for e in entries))
-            ctx = []
+            parts = []
             for e in entries:
                 c = _repeat_batch(e.cond, b)
-                ctx.append(c.repeat(1, lcm // c.shape[1], 1) if c.shape[1] < lcm else c)
-            cache[key] = (entries, torch.cat(ctx))  # holding the entries keeps their ids valid
+                parts.append(c.repeat(1, lcm // c.shape[1], 1) if c.shape[1] < lcm else c)
+            cache[key] = (entries, torch.cat(parts))  # holding the entries keeps their ids valid
         return cache[key][1]
 
     def _predict(self, x: torch.Tensor, sigma: torch.Tensor, groups) -> list[torch.Tensor]:
@@ -209,68 +205,74 @@ def sample(model: DiffusionModel, positive: Sequence[ConditioningEntry], negativ
            latent: Latent, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
            denoise: float = 1.0, add_noise: bool = True, start_step: int | None = None, end_step: int | None = None,
            return_with_leftover_noise: bool = False,
-           callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
-           check_cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+           callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Run ComfyUI's KSampler / KSamplerAdvanced; return raw LATENT samples (float32, CPU).
 
     KSampler is `start_step=end_step=None, add_noise=True`. KSamplerAdvanced maps
     add_noise="enable"/"disable", start_at_step, end_at_step and return_with_leftover_noise directly
     (denoise stays 1.0). `callback(step, total, x, denoised)` runs once per sampler step, in sampler
-    space; `check_cancel()` returning True raises SamplingCancelled at the next step.
+    space; it may raise to stop sampling (the node's callback raises Interrupted once cancelled).
     """
     spec = get_sampler(sampler_name)
     ms = model_sampling_for(model)
     raw = latent.samples
-    if add_noise:
-        noise = prepare_noise(raw, seed, latent.batch_index)
-    else:
-        noise = torch.zeros(raw.size(), dtype=raw.dtype, layout=raw.layout, device="cpu")
-
-    sigmas = ksampler_sigmas(ms, scheduler, sampler_name, steps, denoise)
-    sigmas = slice_steps(sigmas, start_step, end_step, force_full_denoise=not return_with_leftover_noise)
-    if sigmas is None or sigmas.shape[-1] == 0:
-        return raw.clone()
-
     device = model.device if model.device is not None else torch.device("cpu")
-    x = _run(model, ms, spec, positive, negative, raw, noise, latent.noise_mask, sigmas, seed, cfg, device,
-             callback, check_cancel)
-    return model.latent_format.from_sampler(x.to(torch.float32)).cpu()
 
-
-def _run(model, ms, spec: SamplerSpec, positive, negative, raw, noise, noise_mask, sigmas, seed, cfg, device,
-         callback, check_cancel) -> torch.Tensor:
-    noise = noise.to(device=device, dtype=torch.float32)
-    latent_image = raw.to(device=device, dtype=torch.float32)
+    # 1. The noise levels to step through (empty: nothing to do, e.g. denoise 0 or start ≥ end).
+    sigmas = sigmas_for(model, scheduler, sampler_name, steps, denoise, start_step=start_step, end_step=end_step,
+                        return_with_leftover_noise=return_with_leftover_noise)
+    if sigmas.shape[-1] == 0:
+        return raw.clone()
     sigmas = sigmas.to(device)
+
+    # 2. The seed's noise (drawn on the CPU, as ComfyUI does) and the starting latent.
+    noise = initial_noise(raw, seed, latent.batch_index, add_noise).to(device=device, dtype=torch.float32)
+    latent_image = raw.to(device=device, dtype=torch.float32)
     if torch.count_nonzero(latent_image) > 0:  # ComfyUI leaves an all-zero latent unscaled
         latent_image = model.latent_format.to_sampler(latent_image)
 
     with torch.inference_mode():
-        denoiser: Any = CFGDenoiser(UNetCaller(model), ms, positive, negative, cfg, keep_uncond=spec.needs_uncond)
-        if noise_mask is not None:
-            mask = _prepare_mask(noise_mask, noise.shape, device)
-            inpaint_noise = noise
-            if spec.inpaint_random_noise:
-                g = torch.manual_seed(seed + 1)
-                inpaint_noise = torch.randn(noise.shape, generator=g, device="cpu").to(device)
-            denoiser = _MaskedDenoiser(denoiser, mask, latent_image, inpaint_noise)
-
-        x = ms.noise_scaling(sigmas[0], noise, latent_image, ms.is_max_denoise(sigmas))
-
-        if spec.noise == "generator":
-            noise_source = GeneratorNoise(x, seed)
-        elif spec.noise == "brownian_tree" and len(sigmas) > 1:
-            noise_source = BrownianTreeNoise(x, sigmas[sigmas > 0].min(), sigmas.max(), seed,
-                                             cpu=not spec.brownian_on_device)
-        else:
-            noise_source = None
-
+        # 3. The denoiser D(x, σ): UNet + CFG, with the noise mask blended in where there is one.
+        denoiser = make_denoiser(model, ms, spec, positive, negative, cfg, latent.noise_mask, latent_image, noise,
+                                 seed)
+        x = ms.noise_scaling(sigmas[0], noise, latent_image, ms.is_max_denoise(sigmas))  # [B, C, h, w]
+        # 4. The sampler, fed its step noise (ancestral and SDE methods add fresh noise each step).
         total = len(sigmas) - 1
 
         def step_callback(i, x_i, denoised):
-            if check_cancel is not None and check_cancel():
-                raise SamplingCancelled(f"cancelled at step {i + 1}/{total}")
             if callback is not None:
                 callback(i, total, x_i, denoised)
 
-        return spec.fn(denoiser, x, sigmas, callback=step_callback, noise=noise_source)
+        x = spec.fn(denoiser, x, sigmas, callback=step_callback, noise=step_noise(spec, x, sigmas, seed))
+    return model.latent_format.from_sampler(x.to(torch.float32)).cpu()
+
+
+def initial_noise(raw: torch.Tensor, seed: int, batch_index: list[int] | None, add_noise: bool) -> torch.Tensor:
+    """The seed's Gaussian noise for every latent of the batch, or zeros when noise is not added."""
+    if add_noise:
+        return prepare_noise(raw, seed, batch_index)
+    return torch.zeros(raw.size(), dtype=raw.dtype, layout=raw.layout, device="cpu")
+
+
+def make_denoiser(model: DiffusionModel, ms: ModelSampling, spec: SamplerSpec, positive, negative, cfg: float,
+                  noise_mask: torch.Tensor | None, latent_image: torch.Tensor, noise: torch.Tensor, seed: int):
+    """CFGDenoiser around the UNet; with a noise mask, the unmasked area follows the input latent."""
+    denoiser: Any = CFGDenoiser(UNetCaller(model), ms, positive, negative, cfg, keep_uncond=spec.needs_uncond)
+    if noise_mask is None:
+        return denoiser
+    mask = _prepare_mask(noise_mask, noise.shape, noise.device)
+    inpaint_noise = noise
+    if spec.inpaint_random_noise:
+        g = torch.manual_seed(seed + 1)
+        inpaint_noise = torch.randn(noise.shape, generator=g, device="cpu").to(noise.device)
+    return _MaskedDenoiser(denoiser, mask, latent_image, inpaint_noise)
+
+
+def step_noise(spec: SamplerSpec, x: torch.Tensor, sigmas: torch.Tensor, seed: int):
+    """Where a stochastic sampler's per-step noise comes from: a seeded generator, a Brownian tree
+    over the sigma range (SDE samplers), or nothing for deterministic samplers."""
+    if spec.noise == "generator":
+        return GeneratorNoise(x, seed)
+    if spec.noise == "brownian_tree" and len(sigmas) > 1:
+        return BrownianTreeNoise(x, sigmas[sigmas > 0].min(), sigmas.max(), seed, cpu=not spec.brownian_on_device)
+    return None

@@ -18,12 +18,6 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> tuple[torch.Tens
     return sigmas.to(torch.float32), sigmas.log().to(torch.float32)
 
 
-def sd_alphas_cumprod(n: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
-    """The scaled-linear DDPM schedule every SD1.x/2.x/XL model was trained with (float64)."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
-
-
 class ModelSampling:
     """Sigma table plus eps / v-prediction conversions (ComfyUI's ModelSamplingDiscrete + EPS/V)."""
 

@@ -1,13 +1,12 @@
 """Sampler and scheduler names, in ComfyUI 0.3.64's order. Pure Python: cheap to import.
 
 The KSampler node declaration reads these lists for its choice widgets, so nothing here may import
-torch. `SAMPLERS` lists only the names this package implements; `COMFY_SAMPLER_NAMES` is ComfyUI's
-full list, kept for workflow import and for reporting what is missing.
+torch. Every one of ComfyUI's samplers is implemented, so `SAMPLERS` is ComfyUI's list.
 """
 
 from __future__ import annotations
 
-COMFY_SAMPLER_NAMES: tuple[str, ...] = (
+SAMPLERS: tuple[str, ...] = (
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
     "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
     "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
@@ -36,8 +35,3 @@ BROWNIAN_NOISE: frozenset[str] = frozenset({
 
 # Samplers for which KSampler computes steps + 1 sigmas and drops the second-to-last one.
 DISCARD_PENULTIMATE_SIGMA: frozenset[str] = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
-
-# Names with an implementation in this package (kept in ComfyUI's order).
-_IMPLEMENTED: frozenset[str] = frozenset(COMFY_SAMPLER_NAMES)
-SAMPLERS: tuple[str, ...] = tuple(n for n in COMFY_SAMPLER_NAMES if n in _IMPLEMENTED)
-MISSING_SAMPLERS: tuple[str, ...] = tuple(n for n in COMFY_SAMPLER_NAMES if n not in _IMPLEMENTED)

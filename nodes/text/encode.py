@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from nodes.core.values import ClipModel, ConditioningEntry, Tokens
 from nodes.text.tokens import special_ids, tokenize
-from nodes.values import ClipModel, ConditioningEntry, Tokens
 
 __all__ = ["clip_layer_range", "encode_text", "encode_tokens"]
 

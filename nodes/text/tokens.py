@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from nodes.core.values import Tokens
 from nodes.text.prompt import parse_prompt_weights
-from nodes.values import Tokens
 
 __all__ = ["DEFAULT_END_ID", "DEFAULT_START_ID", "SPLIT_MIN_TOKENS", "empty_chunk", "special_ids", "tokenize"]
 

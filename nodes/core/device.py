@@ -1,15 +1,15 @@
-"""Device and precision policy: `--device` / `--dtype` from the Env turned into torch objects."""
+"""Device and precision policy: the `--device` / `--dtype` settings turned into torch objects."""
 
 from __future__ import annotations
 
-from typing import Any
+from nodegraph import UserError
 
 
-def resolve(env: Any):
-    """(torch.device, torch.dtype) for models, from env.device and env.dtype ('auto' allowed)."""
+def resolve(device: str = "auto", precision: str = "auto"):
+    """(torch.device, torch.dtype) for models, from the settings ('auto' allowed)."""
     import torch
 
-    wanted = getattr(env, "device", "auto") or "auto"
+    wanted = device or "auto"
     if wanted == "auto":
         if torch.cuda.is_available():
             wanted = "cuda"
@@ -18,11 +18,11 @@ def resolve(env: Any):
         else:
             wanted = "cpu"
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but this torch build sees no CUDA GPU; use --device cpu")
+        raise UserError("--device cuda was asked for, but this torch build sees no CUDA GPU; use --device cpu")
     if wanted == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("--device mps was asked for, but MPS is not available here; use --device cpu")
+        raise UserError("--device mps was asked for, but MPS is not available here; use --device cpu")
     device = torch.device(wanted)
-    precision = getattr(env, "dtype", "auto") or "auto"
+    precision = precision or "auto"
     if precision == "auto":
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     else:

@@ -1,23 +1,40 @@
-"""Sampler nodes: ComfyUI's KSampler and KSamplerAdvanced, and a diffusers-scheduler loop."""
+"""Sampling nodes: ComfyUI's KSampler and KSamplerAdvanced, a diffusers-scheduler loop, and the
+noise levels a schedule steps through."""
 
 from __future__ import annotations
 
-from nodegraph import Choice, Float, Int, Link, Node, NodeInputError, Output, register
+from nodegraph import Choice, Float, Input, Int, Link, Node, NodeInputError, NodeOutput, Output, register
 from nodegraph import types as T
-from nodes.diffusers_names import SCHEDULER_CLASSES, SIGMA_OPTIONS
 from nodes.sampling import SAMPLERS, SCHEDULERS
+from nodes.sampling.diffusers_names import SCHEDULER_CLASSES, SIGMA_OPTIONS
 
 MAX_SEED = 2**64 - 1
 
+MODEL_IN = Link("model", T.MODEL, tooltip="the denoising UNet (from a checkpoint loader)")
+STEPS = Int("steps", 20, min=1, max=10000, tooltip="how many denoising steps")
+SAMPLER = Choice("sampler_name", list(SAMPLERS), "euler",
+                 tooltip="the method that turns each prediction into the next, less noisy latent")
+SCHEDULER = Choice("scheduler", list(SCHEDULERS), "normal", tooltip="how the noise levels are spaced")
+DENOISE = Float("denoise", 1.0, min=0.0, max=1.0, step=0.01,
+                tooltip="1: start from pure noise; lower keeps more of the input latent (img2img)")
+LATENT_OUT = Output("LATENT", T.LATENT, "the denoised latent")
 
-def _common_inputs(seed_name: str) -> list:
-    return [
-        Link("model", T.MODEL), Int(seed_name, 0, min=0, max=MAX_SEED, tooltip="the noise comes from this number"),
-        Int("steps", 20, min=1, max=10000), Float("cfg", 8.0, min=0.0, max=100.0, step=0.1,
-                                                  tooltip="classifier-free guidance: how strongly to follow the prompt"),
-        Choice("sampler_name", list(SAMPLERS), "euler"), Choice("scheduler", list(SCHEDULERS), "normal"),
-        Link("positive", T.CONDITIONING), Link("negative", T.CONDITIONING), Link("latent_image", T.LATENT),
-    ]
+
+def seed_input(name: str) -> Input:
+    return Int(name, 0, min=0, max=MAX_SEED, control_after_generate=True,
+               tooltip="the noise comes from this number: the same seed gives the same image")
+
+
+def cfg_input(default: float) -> Input:
+    return Float("cfg", default, min=0.0, max=100.0, step=0.1,
+                 tooltip="classifier-free guidance: how strongly to follow the prompt")
+
+
+CONDITIONING_INPUTS = [
+    Link("positive", T.CONDITIONING, tooltip="what the image should show"),
+    Link("negative", T.CONDITIONING, tooltip="what the image should not show"),
+    Link("latent_image", T.LATENT, tooltip="the latent to start from (EmptyLatentImage, or a VAEEncode for img2img)"),
+]
 
 
 def _check_model_and_latent(model, latent) -> None:
@@ -30,7 +47,7 @@ def _check_model_and_latent(model, latent) -> None:
 def _run_sampler(ctx, model, positive, negative, latent_image, **kwargs):
     from dataclasses import replace
 
-    from nodes.preview import step_callback
+    from nodes.imaging.preview import step_callback
     from nodes.sampling.ksampler import sample
 
     _check_model_and_latent(model, latent_image)
@@ -45,10 +62,9 @@ class KSampler(Node):
     """Denoise a latent with the UNet, guided by positive/negative conditioning, step by step."""
 
     category = "sampling"
-    inputs = [*_common_inputs("seed"),
-              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01,
-                    tooltip="1: start from pure noise; lower keeps more of the input latent (img2img)")]
-    outputs = [Output("LATENT", T.LATENT)]
+    inputs = [MODEL_IN, seed_input("seed"), STEPS, cfg_input(8.0), SAMPLER, SCHEDULER,
+              *CONDITIONING_INPUTS, DENOISE]
+    outputs = [LATENT_OUT]
 
     def run(self, ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
         return _run_sampler(ctx, model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
@@ -60,11 +76,14 @@ class KSamplerAdvanced(Node):
     """KSampler with control over noise and the step range, to split sampling across nodes."""
 
     category = "sampling"
-    inputs = [Link("model", T.MODEL), Choice("add_noise", ["enable", "disable"]),
-              *_common_inputs("noise_seed")[1:],
-              Int("start_at_step", 0, min=0, max=10000), Int("end_at_step", 10000, min=0, max=10000),
-              Choice("return_with_leftover_noise", ["disable", "enable"])]
-    outputs = [Output("LATENT", T.LATENT)]
+    inputs = [MODEL_IN, Choice("add_noise", ["enable", "disable"], tooltip="disable to continue a latent that "
+                                                                          "still holds noise from an earlier pass"),
+              seed_input("noise_seed"), STEPS, cfg_input(8.0), SAMPLER, SCHEDULER, *CONDITIONING_INPUTS,
+              Int("start_at_step", 0, min=0, max=10000, tooltip="the first of the steps to run"),
+              Int("end_at_step", 10000, min=0, max=10000, tooltip="stop before this step"),
+              Choice("return_with_leftover_noise", ["disable", "enable"],
+                     tooltip="enable to hand a still-noisy latent to another sampler")]
+    outputs = [LATENT_OUT]
 
     def run(self, ctx, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
             latent_image, start_at_step, end_at_step, return_with_leftover_noise):
@@ -80,20 +99,19 @@ class DiffusersSampler(Node):
     (unet → CFG → scheduler.step), to compare with ComfyUI-style sampling."""
 
     category = "sampling"
-    inputs = [Link("model", T.MODEL), Int("seed", 0, min=0, max=MAX_SEED), Int("steps", 20, min=1, max=10000),
-              Float("cfg", 7.5, min=0.0, max=100.0, step=0.1),
-              Choice("scheduler_class", list(SCHEDULER_CLASSES), "EulerDiscreteScheduler"),
+    inputs = [MODEL_IN, seed_input("seed"), STEPS, cfg_input(7.5),
+              Choice("scheduler_class", list(SCHEDULER_CLASSES), "EulerDiscreteScheduler",
+                     tooltip="the diffusers scheduler whose step() turns each prediction into the next latent"),
               Choice("sigmas", list(SIGMA_OPTIONS), "default",
                      tooltip="karras/exponential/beta spacing, where the scheduler class supports it"),
-              Link("positive", T.CONDITIONING), Link("negative", T.CONDITIONING), Link("latent_image", T.LATENT),
-              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)]
-    outputs = [Output("LATENT", T.LATENT)]
+              *CONDITIONING_INPUTS, DENOISE]
+    outputs = [LATENT_OUT]
 
     def run(self, ctx, model, seed, steps, cfg, scheduler_class, sigmas, positive, negative, latent_image, denoise):
         from dataclasses import replace
 
-        from nodes.diffusers_loop import run_diffusers_loop
-        from nodes.preview import step_callback
+        from nodes.imaging.preview import step_callback
+        from nodes.sampling.diffusers_loop import run_diffusers_loop
 
         _check_model_and_latent(model, latent_image)
         samples = run_diffusers_loop(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
@@ -109,13 +127,10 @@ class ShowNoiseLevels(Node):
 
     category = "sampling"
     output_node = True
-    inputs = [Link("model", T.MODEL), Int("steps", 20, min=1, max=10000),
-              Choice("sampler_name", list(SAMPLERS), "euler"), Choice("scheduler", list(SCHEDULERS), "normal"),
-              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)]
-    outputs = [Output("text", T.STRING)]
+    inputs = [MODEL_IN, STEPS, SAMPLER, SCHEDULER, DENOISE]
+    outputs = [Output("text", T.STRING, "one line per step: the noise level it starts from and ends at")]
 
     def run(self, ctx, model, steps, sampler_name, scheduler, denoise):
-        from nodegraph import NodeOutput
         from nodes.sampling.ksampler import sigmas_for
 
         sigmas = [float(s) for s in sigmas_for(model, scheduler, sampler_name, steps, denoise)]

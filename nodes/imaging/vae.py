@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import torch
 
-from .values import VaeModel
+from nodegraph import UserError
+
+from ..core.values import VaeModel
 
 
 def _device_dtype(vae: VaeModel):
@@ -40,7 +42,7 @@ def crop_to_multiple_of_8(pixels: torch.Tensor) -> torch.Tensor:
 def encode(vae: VaeModel, pixels: torch.Tensor, check: Callable[[], None] | None = None) -> torch.Tensor:
     """Pixels → raw latents, using the mean of the encoder's distribution (deterministic)."""
     if pixels.shape[1] < 8 or pixels.shape[2] < 8:
-        raise ValueError(f"the image is {pixels.shape[2]}×{pixels.shape[1]} pixels; the VAE needs at least 8×8")
+        raise UserError(f"the image is {pixels.shape[2]}×{pixels.shape[1]} pixels; the VAE needs at least 8×8")
     device, dtype = _device_dtype(vae)
     pixels = crop_to_multiple_of_8(pixels[..., :3])
     latents = []

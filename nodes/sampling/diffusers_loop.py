@@ -13,15 +13,14 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
 from nodegraph import NodeInputError
 
-from .env import REPO
-from .models.configs import read_json
-from .values import ConditioningEntry, DiffusionModel, Latent
+from ..core.env import REPO
+from ..core.values import ConditioningEntry, DiffusionModel, Latent
+from ..models.configs import alphas_cumprod_from_scheduler_config, read_json
 
 SD_SCHEDULER_CONFIG = REPO / "nodes" / "configs" / "sd15" / "scheduler" / "scheduler_config.json"
 SIGMA_FLAGS = {"karras": "use_karras_sigmas", "exponential": "use_exponential_sigmas", "beta": "use_beta_sigmas"}
@@ -41,7 +40,7 @@ def make_scheduler(model: DiffusionModel, scheduler_class: str, sigmas: str = "d
         raise NodeInputError("scheduler_class", f"{scheduler_class} is not in the installed diffusers")
     config = {k: v for k, v in read_json(SD_SCHEDULER_CONFIG).items() if not k.startswith("_")}
     config["prediction_type"] = model.prediction_type
-    standard = _scaled_linear_alphas_cumprod(config)
+    standard = alphas_cumprod_from_scheduler_config(config)
     if not torch.allclose(standard, model.alphas_cumprod.double().cpu(), rtol=1e-6, atol=1e-9):
         config["trained_betas"] = _betas_from_alphas_cumprod(model.alphas_cumprod).tolist()
     accepted = inspect.signature(cls.__init__).parameters
@@ -54,12 +53,6 @@ def make_scheduler(model: DiffusionModel, scheduler_class: str, sigmas: str = "d
     if seed is not None and "noise_sampler_seed" in accepted:
         config["noise_sampler_seed"] = int(seed)
     return cls.from_config(config)
-
-
-def _scaled_linear_alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
-    betas = torch.linspace(config["beta_start"] ** 0.5, config["beta_end"] ** 0.5, config["num_train_timesteps"],
-                           dtype=torch.float32) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).double()
 
 
 def _betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:

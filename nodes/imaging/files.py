@@ -10,7 +10,7 @@ import torch
 
 from nodegraph.fileio import atomic_write
 
-from .imageops import image_to_pil, pil_to_image
+from .ops import image_to_pil, pil_to_image
 
 
 def resolve_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:

@@ -1,0 +1,2 @@
+"""What every SD node shares: the values on edges, file inputs, the environment, the device policy.
+Cheap to import (no torch)."""

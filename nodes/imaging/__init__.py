@@ -1,0 +1,1 @@
+"""Pixels and latents: image files, resizing, VAE encode/decode, live previews."""
