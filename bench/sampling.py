@@ -1,7 +1,7 @@
 """Sampling speed and memory on CPU: our KSampler path vs diffusers' StableDiffusionPipeline.
 
 Model: a random-weight checkpoint with SD 1.5's exact layout, built from
-/work/shared/fixtures/sd15_manifest.tsv by the fixture README's rules ("Random-weight checkpoints
+../shared/fixtures/sd15_manifest.tsv by the fixture README's rules ("Random-weight checkpoints
 from a manifest") and cached in bench/_sd15_cache/ (2.1 GB, git-ignored; built once, then reused).
 Workload: 256×256 (32×32 latent), batch 1, 10 steps, euler / normal, cfg 8, float32, CPU.
 
@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 MANIFEST = Path(os.environ.get("SDGRAPH_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sd15_manifest.tsv"
 CACHE_DIR = REPO / "bench" / "_sd15_cache"
 CKPT = CACHE_DIR / "sd15_random_manifest.safetensors"
-# From /work/shared/fixtures/README.md (safetensors 0.8.0, torch 2.13, CPU).
+# From ../shared/fixtures/README.md (safetensors 0.8.0, torch 2.13, CPU).
 EXPECTED_BYTES = 2_132_651_014
 EXPECTED_SHA256 = "d5cc84e59ff6e004777c6907070dd8421f6c2a424d9b439742bd9ccf664e2666"
 

@@ -7,3 +7,11 @@ node declarations import no torch, diffusers or transformers — the machinery t
 """
 
 from . import conditioning, image, latent, loaders, samplers  # noqa: F401  (registers the nodes)
+
+
+def warm_up() -> list[str]:
+    """Import the machinery the nodes load lazily and build what they cache, so the first run
+    starts warm; returns what failed. The editor calls a package's `warm_up` at idle."""
+    from .core.warm import warm_up as warm
+
+    return warm()

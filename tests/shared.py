@@ -1,6 +1,5 @@
-"""Where the shared test fixtures live (../shared/fixtures beside the checkout, as the project lays
-it out). SDGRAPH_FIXTURES overrides it, for a checkout somewhere else; /work/shared/fixtures is the
-last resort, for a clone made outside the project folder (CI clones may be)."""
+"""Where the shared test fixtures live: ../shared/fixtures beside the checkout, as the project lays it
+out. SDGRAPH_FIXTURES overrides it, for a checkout somewhere else (a CI clone, a second worktree)."""
 
 import os
 from pathlib import Path
@@ -9,11 +8,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def find_fixtures() -> Path:
-    candidates = [os.environ.get("SDGRAPH_FIXTURES"), REPO.parent / "shared" / "fixtures", "/work/shared/fixtures"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return REPO.parent / "shared" / "fixtures"  # missing: the tests that need it say so
+    override = os.environ.get("SDGRAPH_FIXTURES")
+    if override:
+        return Path(override)  # used even if missing: the tests that need it then say where they looked
+    return REPO.parent / "shared" / "fixtures"
 
 
 FIXTURES = find_fixtures()

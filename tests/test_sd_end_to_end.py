@@ -66,7 +66,8 @@ def cli_run_and_rerun_from_png(root: Path, workflow: str, ckpt: str, save_node: 
     assert proc.returncode == 0, proc.stderr
     first = root / "output" / f"{prefix}_00001_.png"
     assert f"wrote {first}" in proc.stderr
-    assert Image.open(first).size == (64, 64)
+    with Image.open(first) as opened:
+        assert opened.size == (64, 64)
     chunks = read_png_text(first.read_bytes())
     native, api = json.loads(chunks["sdgraph"]), json.loads(chunks["prompt"])
     assert native["nodes"]["1"]["values"]["ckpt_name"] == api["1"]["inputs"]["ckpt_name"] == ckpt
