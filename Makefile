@@ -3,6 +3,10 @@
 #
 # torch is pinned to 2.13.0 (TORCH_SPEC); TORCH_INDEX picks a build, for example CUDA 12.8:
 #   make run TORCH_INDEX="--extra-index-url https://download.pytorch.org/whl/cu128"
+#
+# spandrel (upscale models) is installed in a second call with --no-deps (pyproject's
+# [tool.sdgraph] no-deps): it declares torchvision, which sdgraph does not need and which pip would
+# otherwise add (and with it possibly another torch). Its small dependencies come with the first call.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,6 +23,7 @@ $(STAMP): pyproject.toml tools/deps.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX) $$($(PY) tools/deps.py dev)
+	$(PY) -m pip install -q --no-deps $$($(PY) tools/deps.py no-deps)
 	@touch $(STAMP)
 
 run: $(STAMP)

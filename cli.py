@@ -1,4 +1,4 @@
-"""Headless commands (`run`, `validate`, `nodes`) and the one place the environment is built.
+"""Headless commands (`run`, `batch`, `validate`, `nodes`) and the one place the environment is built.
 
 `main.py` dispatches here. `make_env` and `node_packages` serve the CLI and the editor alike: the
 environment (model folders, input/output folders, device, precision) is built once, here, and
@@ -50,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                      help="override an input value, e.g. --set 3.seed=7 (repeatable)")
     run.add_argument("--json-events", action="store_true", help="print one JSON object per event on stdout")
+    from batch.command import add_arguments as batch_arguments
+
+    batch_arguments(sub.add_parser("batch", parents=[common], help="run a workflow once per row of a CSV or "
+                                   "JSONL table (see docs/batch.md)"))
     val = sub.add_parser("validate", parents=[common], help="check a workflow and list every problem")
     val.add_argument("workflow", type=Path)
+    from convert import add_arguments as convert_arguments
+
+    convert_arguments(sub.add_parser("convert", parents=[common], help="convert a workflow between sdgraph's "
+                                     "and ComfyUI's formats (from any of them, or an image that carries one)"))
     nodes = sub.add_parser("nodes", parents=[common], help="list the node types")
     nodes.add_argument("--json", action="store_true", help="print the node declarations as JSON")
     nodes.add_argument("--verbose", "-v", action="store_true", help="also print each input's and output's tooltip")
@@ -96,35 +104,51 @@ def parse_override(text: str, graph, registry) -> tuple[str, str, Any]:
     node_id, dot, name = target.rpartition(".")
     if not sep or not dot or not node_id or not name:
         raise UsageError(f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=7")
+    try:
+        spec = value_input(graph, registry, node_id, name)
+    except UsageError as e:
+        raise UsageError(f"--set {text!r}: {e}") from None
+    try:
+        value = parse_value(spec, raw)
+    except ValueError:
+        raise UsageError(f"--set {text!r}: {raw!r} is not a valid {spec.type.name} for node {node_id} "
+                         f"({graph.nodes[node_id].type}) input {name!r}") from None
+    return node_id, name, value
+
+
+def value_input(graph, registry, node_id: str, name: str):
+    """The declaration of node `node_id`'s value input `name` (for --set and batch table columns)."""
     if node_id not in graph.nodes:
-        raise UsageError(f"--set {text!r}: there is no node {node_id} (nodes: {', '.join(graph.nodes)})")
+        raise UsageError(f"there is no node {node_id} (nodes: {', '.join(graph.nodes)})")
     node = graph.nodes[node_id]
     cls = registry.get(node.type)
     spec = cls.input(name) if cls else None
     if spec is None or not spec.type.widget:
         valid = ", ".join(i.name for i in cls.inputs if i.type.widget) if cls else ""
-        raise UsageError(f"--set {text!r}: node {node_id} ({node.type}) has no value input {name!r} "
+        raise UsageError(f"node {node_id} ({node.type}) has no value input {name!r} "
                          f"(value inputs: {valid or 'none'})")
+    return spec
+
+
+def parse_value(spec, raw: str) -> Any:
+    """Text typed as the input `spec` declares (--set values and batch table cells); ValueError if
+    it is not one."""
     kind = spec.type.name
-    try:
-        if kind == "INT":
-            value: Any = _parse_int(raw)
-        elif kind == "FLOAT":
-            value = float(raw)
-        elif kind == "BOOLEAN":
-            lowered = raw.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise ValueError
-            value = lowered in ("true", "1", "yes", "on")
-        else:
-            value = raw
-    except ValueError:
-        raise UsageError(f"--set {text!r}: {raw!r} is not a valid {kind} for node {node_id} "
-                         f"({node.type}) input {name!r}") from None
+    if kind == "INT":
+        value: Any = _parse_int(raw)
+    elif kind == "FLOAT":
+        value = float(raw)
+    elif kind == "BOOLEAN":
+        lowered = raw.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(raw)
+        value = lowered in ("true", "1", "yes", "on")
+    else:
+        value = raw
     ok, value = spec.coerce(value)
-    if not ok:
-        raise UsageError(f"--set {text!r}: {raw!r} is not a valid {kind}")
-    return node_id, name, value
+    if not ok:  # inf and nan parse as floats but are no value
+        raise ValueError(raw)
+    return value
 
 
 def _parse_int(raw: str) -> int:
@@ -207,7 +231,8 @@ def _open(args):
     env = make_env(args)
     registry = load_registry(args.node_package)
     try:
-        graph = load_workflow(args.workflow, registry, strict=False)
+        graph = load_workflow(args.workflow, registry, strict=False,
+                              checkpoints=lambda: env.files.names("checkpoints"))  # to match an A1111 model name
     except WorkflowError as e:
         where = f"{e.source}: " if e.source else ""
         # with --json-events, stdout carries only events: problems go to stderr
@@ -215,6 +240,8 @@ def _open(args):
         for problem in e.problems:
             print(f"{where}{problem}", file=stream)
         raise _Invalid from None
+    for warning in graph.warnings:  # what reading it changed or left out (ComfyUI files)
+        print(f"warning: {warning}", file=sys.stderr)
     return env, registry, graph
 
 
@@ -224,11 +251,13 @@ def cmd_validate(args) -> int:
     env, registry, graph = _open(args)
     problems = validate(graph, registry, env)
     for p in problems:
-        print(p)
-    if problems:
-        print(f"{args.workflow}: {len(problems)} problem(s)", file=sys.stderr)
+        print(f"warning: {p}" if p.warning else p)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        print(f"{args.workflow}: {len(errors)} problem(s)", file=sys.stderr)
         return EXIT_INVALID
-    print(f"{args.workflow}: ok ({len(graph)} nodes)")
+    warned = f", {len(problems)} warning(s) in nodes no output needs" if problems else ""
+    print(f"{args.workflow}: ok ({len(graph)} nodes{warned})")
     return EXIT_OK
 
 
@@ -240,9 +269,9 @@ def cmd_run(args) -> int:
         node_id, name, value = parse_override(text, graph, registry)
         graph.nodes[node_id].values[name] = value
     problems = validate(graph, registry, env)
-    if problems:
-        for p in problems:
-            print(p, file=sys.stderr if args.json_events else sys.stdout)
+    for p in problems:  # a problem in a node no output needs is a warning: that node does not run
+        print(f"warning: {p}" if p.warning else p, file=sys.stderr if args.json_events or p.warning else sys.stdout)
+    if any(not p.warning for p in problems):
         return EXIT_INVALID
 
     executor = Executor(registry, env=env)
@@ -274,6 +303,22 @@ def cmd_run(args) -> int:
             print("(for the Python traceback, run again with SDGRAPH_TRACEBACK=1)", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def cmd_batch(args) -> int:
+    from batch.command import run_command
+
+    env, registry, graph = _open(args)
+    for text in args.set:
+        node_id, name, value = parse_override(text, graph, registry)
+        graph.set_value(node_id, name, value)
+    return run_command(args, env, registry, graph)
+
+
+def cmd_convert(args) -> int:
+    from convert import run_command
+
+    return run_command(args, make_env(args), load_registry(args.node_package))
 
 
 def cmd_nodes(args) -> int:
@@ -350,7 +395,8 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:  # argparse exits 2 on bad arguments, 0 on --help
         return int(e.code or 0)
     try:
-        handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes}[args.command]
+        handler = {"run": cmd_run, "batch": cmd_batch, "validate": cmd_validate,
+                   "nodes": cmd_nodes, "convert": cmd_convert}[args.command]
         code = handler(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
     python main.py [WORKFLOW]            open the editor (optionally with a workflow)
     python main.py run WORKFLOW [...]    run a workflow headless
+    python main.py batch WORKFLOW TABLE  run a workflow once per row of a table
     python main.py validate WORKFLOW     list every problem in a workflow
     python main.py nodes [--json]        list the node types
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"run", "validate", "nodes"}
+COMMANDS = {"run", "batch", "validate", "nodes", "convert"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,10 @@ from .context import CancelToken, Environment, NodeContext
 from .errors import Interrupted, NodeInputError, UserError
 from .files import RunFiles
 from .graph import Graph
+from .modes import runnable
 from .node import ALWAYS_CHANGED, NodeOutput
 from .registry import Registry
-from .validate import Problem, validate
+from .validate import Problem, errors, validate
 from .workflow import workflow_chunks
 
 log = logging.getLogger("sdgraph.executor")
@@ -83,7 +84,8 @@ class Executor:
                 if (cls := self.registry.get(n.type)) is not None and cls.output_node]
 
     def plan(self, graph: Graph, outputs: list[str] | None = None) -> _Plan:
-        targets = self._targets(graph, outputs)
+        graph = runnable(graph, self.registry)
+        targets = [t for t in self._targets(graph, outputs) if t in graph.nodes]  # a muted one is not run
         g = graph.to_networkx()
         needed = set(targets)
         for t in targets:
@@ -142,8 +144,9 @@ class Executor:
 
     def _run(self, graph: Graph, outputs: list[str] | None, cancel: CancelToken, check: bool) -> RunResult:
         start = time.perf_counter()
+        meta_graph, graph = graph, runnable(graph, self.registry)  # muted and bypassed nodes do not run
         if check:
-            problems = validate(graph, self.registry, self.env)
+            problems = errors(validate(graph, self.registry, self.env))
             if problems:
                 for p in problems:
                     self.bus.emit(ev.NodeError(p.node_id, p.node_type, str(p), "", p.input))
@@ -175,7 +178,7 @@ class Executor:
                 result.reasons[node_id] = reason
                 self.bus.emit(ev.NodeStarted(node_id, node.type, reason))
                 t0 = time.perf_counter()
-                out, ui = self._run_node(graph, node_id, values, cancel, plan.files)
+                out, ui = self._run_node(graph, node_id, values, cancel, plan.files, meta_graph)
                 seconds = time.perf_counter() - t0
                 values[node_id] = out
                 self.cache.put(plan.signatures[node_id], (out, ui))
@@ -207,7 +210,7 @@ class Executor:
         return f"changed: {', '.join(changed)}" if changed else "not in cache"
 
     def _run_node(self, graph: Graph, node_id: str, values: dict[str, tuple], cancel: CancelToken,
-                  files: RunFiles):
+                  files: RunFiles, meta_graph: Graph | None = None):
         node = graph.nodes[node_id]
         cls = self.registry.get(node.type)
         kwargs: dict[str, Any] = {}
@@ -223,7 +226,7 @@ class Executor:
             if spec.files is not None and isinstance(kwargs.get(spec.name), str):
                 file_inputs[(spec.files, kwargs[spec.name])] = spec.name
         ctx = NodeContext(node_id, node.type, self.env, files, self.bus, cancel,
-                          lambda: workflow_chunks(graph), file_inputs)
+                          lambda: workflow_chunks(meta_graph if meta_graph is not None else graph), file_inputs)
         returned = cls().run(ctx, **kwargs)
         ui: dict[str, Any] = {}
         if isinstance(returned, NodeOutput):

@@ -47,6 +47,8 @@ class Graph:
         self.registry = registry
         self.nodes: dict[str, NodeInstance] = {}
         self.ui: dict[str, Any] = {}
+        # What a workflow reader changed or left out (ignored inputs, fixed names…), one line each.
+        self.warnings: list[str] = []
         self._listeners: list[Listener] = []
 
     # -- notifications ------------------------------------------------------------------------

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
 
+from .comfy_names import is_builtin
 from .files import Folders, unsafe_name
 from .graph import Graph, id_order
+from .modes import runnable
 from .registry import Registry
 from .types import compatible
 
@@ -27,6 +29,8 @@ class Problem:
     message: str
     fix: str = ""
     input: str | None = None
+    # In a node that feeds no output node: a run does not need it, so it does not stop one (as in ComfyUI).
+    warning: bool = False
 
     def __str__(self) -> str:
         where = f"node {self.node_id} ({self.node_type}): " if self.node_id is not None else ""
@@ -34,7 +38,8 @@ class Problem:
 
     def to_json(self) -> dict[str, Any]:
         return {"check": self.check, "node_id": self.node_id, "node_type": self.node_type,
-                "input": self.input, "message": self.message, "fix": self.fix, "text": str(self)}
+                "input": self.input, "message": self.message, "fix": self.fix, "text": str(self),
+                "warning": self.warning}
 
 
 class _Context:
@@ -53,10 +58,10 @@ def _problem(check: str, node, message: str, fix: str = "", input: str | None = 
     return Problem(check, node.id, node.type, message, fix, input)
 
 
-def _suggest(name: str, options: list[str]) -> str:
+def _suggest(name: str, options: list[str], cutoff: float = 0.6) -> str:
     # Compare without file extensions: "v1-5.safetensors" is not close to "tiny.safetensors".
     stems = {_stem(o): o for o in options}
-    close = difflib.get_close_matches(_stem(name), list(stems), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(_stem(name), list(stems), n=3, cutoff=cutoff)
     return f"did you mean {', '.join(stems[c] for c in close)}?" if close else ""
 
 
@@ -66,13 +71,43 @@ def _stem(name: str) -> str:
 
 
 def check_unknown_types(cx: _Context) -> list[Problem]:
-    out = []
+    """Every unknown type in one problem, telling ComfyUI's built-in nodes that sdgraph lacks from
+    nodes of custom node packs (a typo of one of ours gets a "did you mean")."""
+    by_type: dict[str, list] = {}
     for node in cx.graph.nodes.values():
         if node.type not in cx.registry:
-            hint = _suggest(node.type, cx.registry.names())
-            out.append(_problem("unknown_type", node, f"unknown node type {node.type!r}",
-                                hint or "install the node package that provides it, or remove the node"))
-    return out
+            by_type.setdefault(node.type, []).append(node)
+    if not by_type:
+        return []
+    builtin = [t for t in by_type if is_builtin(t)]
+    custom = [t for t in by_type if t not in builtin]
+    hints = {t: _suggest(t, cx.registry.names(), cutoff=0.8) for t in custom}
+    nodes = [n for group in by_type.values() for n in group]
+    if len(nodes) == 1:
+        [node] = nodes
+        fix = (BUILTIN_FIX if node.type in builtin else hints[node.type] or CUSTOM_FIX)
+        return [_problem("unknown_type", node, f"unknown node type {node.type!r}", fix)]
+
+    def listed(names: list[str]) -> str:
+        parts = []
+        for t in names:
+            ids = [n.id for n in by_type[t]]
+            where = f"node{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+            parts.append(f"{t} ({where}{': ' + hints[t] if hints.get(t) else ''})")
+        return ", ".join(parts)
+
+    said = []
+    if builtin:
+        said.append(f"{listed(builtin)} {'are' if len(builtin) > 1 else 'is'} built into ComfyUI but not in sdgraph yet")
+    if custom:
+        said.append(f"{listed(custom)} come{'' if len(custom) > 1 else 's'} from custom node packs")
+    return [Problem("unknown_type", None, None, f"unknown node types: {'; '.join(said)}",
+                    "remove or replace these nodes, or load a node package that has them (--node-package)")]
+
+
+BUILTIN_FIX = "built into ComfyUI; not in sdgraph yet: remove or replace the node"
+CUSTOM_FIX = ("a custom node pack's node, not one of ComfyUI's own: load an sdgraph node package that has it "
+              "(--node-package), or remove the node")
 
 
 def check_unknown_inputs(cx: _Context) -> list[Problem]:
@@ -251,6 +286,8 @@ def check_output_nodes(cx: _Context) -> list[Problem]:
     if any(cls.output_node for _node, cls in cx.known()):
         return []
     outputs = sorted(c.type_name for c in cx.registry.classes() if c.output_node)
+    # Top-level categories first: the everyday outputs (SaveImage…), not CheckpointSave.
+    outputs.sort(key=lambda name: (cx.registry.get(name).category.count("/"), name))
     hint = f" (such as {', '.join(outputs[:4])})" if outputs else ""
     return [Problem("no_output", None, None, "the workflow has no output node, so running it would do nothing",
                     f"add an output node{hint}")]
@@ -278,7 +315,32 @@ def validate(graph: Graph, registry: Registry | None = None, env: Any = None) ->
     registry = registry or graph.registry
     if registry is None:
         raise ValueError("validate needs a registry")
-    return run_checks(graph, registry, [check for _name, check in CHECKS], env)
+    graph = runnable(graph, registry)  # muted and bypassed nodes do not run
+    problems = run_checks(graph, registry, [check for _name, check in CHECKS], env)
+    return mark_unneeded(graph, registry, problems)
+
+
+def mark_unneeded(graph: Graph, registry: Registry, problems: list[Problem]) -> list[Problem]:
+    """Problems in nodes that feed no output node become warnings: a run leaves those nodes out.
+    A node of an unknown type may be an output node for all we can tell: it and what feeds it count
+    as needed. With no output node at all, nothing is downgraded (the workflow does nothing yet)."""
+    g = graph.to_networkx()
+    needed: set[str] = set()
+    outputs = 0
+    for node in graph.nodes.values():
+        cls = registry.get(node.type)
+        if cls is None or cls.output_node:
+            needed |= {node.id} | nx.ancestors(g, node.id)
+            outputs += cls is not None
+    if not outputs:
+        return problems
+    return [replace(p, warning=True) if p.node_id is not None and p.node_id not in needed else p
+            for p in problems]
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    """The problems that stop a run."""
+    return [p for p in problems if not p.warning]
 
 
 def run_checks(graph: Graph, registry: Registry | None, checks: list[Callable[[_Context], list[Problem]]],

@@ -1,4 +1,4 @@
-"""Workflow files: our versioned by-name JSON, and ComfyUI's API ("prompt") format.
+"""Workflow files: our versioned by-name JSON, and where every format is told apart and read.
 
 Native form (values and links are keyed by input name, never by position):
 
@@ -7,19 +7,33 @@ Native form (values and links are keyed by input name, never by position):
                      "ui": {"pos": [860, 180]}}},
      "ui": {"view": {"zoom": 1.0, "offset": [0, 0]}}}
 
-Every reader collects all problems it finds and raises one WorkflowError listing them.
+One reader and one writer per format: native here, ComfyUI's API format in comfy_api, its UI format
+in comfy_ui / comfy_ui_writer, A1111 and Fooocus parameters in a1111 (read only); images carry any
+of them (images). Every reader collects all problems it finds and raises one WorkflowError listing
+them; what a reader changed or left out on the way is in `graph.warnings`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .a1111 import graph_from_parameters
+from .comfy_api import from_comfy_api as _read_api
+from .comfy_api import kind_of as _kind
+from .comfy_api import parse_link as _parse_link
+from .comfy_api import to_comfy_api
+from .comfy_ui import from_comfy_ui as _read_ui
+from .comfy_ui import is_comfy_ui
+from .comfy_ui_writer import to_comfy_ui
 from .errors import WorkflowError
-from .fileio import PNG_SIGNATURE, atomic_write, read_png_text
+from .fileio import atomic_write
 from .graph import Graph
+from .images import image_kind, read_image_text
+from .layout import auto_layout, needs_layout
 from .registry import Registry
 from .validate import check_link_sources, check_unknown_inputs, check_unknown_types, run_checks
 
@@ -27,6 +41,9 @@ FORMAT = "sdgraph.workflow"
 VERSION = 1
 PNG_NATIVE_KEY = "sdgraph"  # PNG text chunk with our native JSON
 PNG_API_KEY = "prompt"  # PNG text chunk with ComfyUI's API JSON (what ComfyUI itself writes)
+PNG_UI_KEY = "workflow"  # PNG text chunk with ComfyUI's UI JSON
+MAX_FILE = 512 * 2**20
+FORMATS = ("native", "comfy_api", "comfy_ui")  # the ones we write
 
 
 # -- native ------------------------------------------------------------------------------------
@@ -96,14 +113,6 @@ def from_native(data: Any, registry: Registry | None = None, *, strict: bool = T
     return _finish(graph, registry, problems, strict)
 
 
-def _parse_link(link: Any) -> tuple[str, int] | None:
-    if (isinstance(link, list) and len(link) == 2 and isinstance(link[0], str | int)
-            and not isinstance(link[0], bool) and isinstance(link[1], int) and not isinstance(link[1], bool)
-            and link[1] >= 0):
-        return str(link[0]), link[1]
-    return None
-
-
 def _finish(graph: Graph, registry: Registry | None, problems: list[str], strict: bool) -> Graph:
     """The checks every reader ends with (validation's own, so each rule lives once); raise once
     with everything found. Not strict: unknown types and inputs are kept for validation to report."""
@@ -116,68 +125,25 @@ def _finish(graph: Graph, registry: Registry | None, problems: list[str], strict
     return graph
 
 
-# -- ComfyUI API format ------------------------------------------------------------------------
+# -- ComfyUI's formats -------------------------------------------------------------------------
 def workflow_chunks(graph: Graph | None) -> dict[str, str]:
-    """The PNG text chunks that carry a workflow: our native JSON and ComfyUI's API JSON."""
+    """The PNG text chunks that carry a workflow: our native JSON, and ComfyUI's API and UI JSON (so
+    ComfyUI opens the image with its layout)."""
     if graph is None:
         return {}
-    return {PNG_NATIVE_KEY: json.dumps(to_native(graph)), PNG_API_KEY: json.dumps(to_comfy_api(graph))}
-
-
-def to_comfy_api(graph: Graph) -> dict[str, Any]:
-    out = {}
-    for node in graph.nodes.values():
-        inputs: dict[str, Any] = {}
-        cls = graph.registry.get(node.type) if graph.registry else None
-        if cls is not None:  # keep the declared input order, as ComfyUI writes it
-            for spec in cls.inputs:
-                if spec.name in node.links:
-                    src, slot = node.links[spec.name]
-                    inputs[spec.name] = [src, slot]
-                elif spec.name in node.values:
-                    inputs[spec.name] = node.values[spec.name]
-        for name, value in node.values.items():
-            if name not in inputs and name not in node.links:
-                inputs[name] = value
-        for name, (src, slot) in node.links.items():
-            inputs.setdefault(name, [src, slot])
-        entry: dict[str, Any] = {"inputs": inputs, "class_type": node.type}
-        title = node.ui.get("title")
-        entry["_meta"] = {"title": title if isinstance(title, str) else node.type}
-        out[node.id] = entry
-    return out
+    return {PNG_NATIVE_KEY: json.dumps(to_native(graph)), PNG_API_KEY: json.dumps(to_comfy_api(graph)),
+            PNG_UI_KEY: json.dumps(to_comfy_ui(graph))}
 
 
 def from_comfy_api(data: Any, registry: Registry | None = None, *, strict: bool = True) -> Graph:
-    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
-        data = data["prompt"]  # the body ComfyUI's /prompt endpoint takes
-    if not isinstance(data, dict):
-        raise WorkflowError([f"expected a JSON object at the top level, found {_kind(data)}"])
-    problems: list[str] = []
-    graph = Graph(registry)
-    pending: list[tuple[str, str, Any]] = []
-    for node_id, entry in data.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("class_type"), str):
-            problems.append(f'node {node_id}: expected an object with "class_type" and "inputs"')
-            continue
-        inputs = entry.get("inputs", {})
-        if not isinstance(inputs, dict):
-            problems.append(f'node {node_id} ({entry["class_type"]}): "inputs" must be an object')
-            inputs = {}
-        ui: dict[str, Any] = {}
-        meta = entry.get("_meta")
-        if isinstance(meta, dict) and isinstance(meta.get("title"), str):
-            ui["title"] = meta["title"]
-        graph.add_node(entry["class_type"], node_id, {}, ui, fill_defaults=False)
-        for name, value in inputs.items():
-            pending.append((node_id, name, value))
-    for node_id, name, value in pending:
-        link = _parse_link(value)
-        node = graph.nodes[node_id]
-        if link is not None and link[0] in data:
-            node.links[name] = link
-        else:
-            node.values[name] = graph.coerced(node.type, name, value)
+    graph, problems = _read_api(data, registry)
+    if needs_layout(graph):
+        auto_layout(graph)
+    return _finish(graph, registry, problems, strict)
+
+
+def from_comfy_ui(data: Any, registry: Registry | None = None, *, strict: bool = True) -> Graph:
+    graph, problems = _read_ui(data, registry)
     return _finish(graph, registry, problems, strict)
 
 
@@ -187,7 +153,7 @@ def detect_format(data: Any) -> str:
     if isinstance(data, dict):
         if data.get("format") == FORMAT:
             return "native"
-        if isinstance(data.get("nodes"), list) and "links" in data:
+        if is_comfy_ui(data):
             return "comfy_ui"
         body = data.get("prompt") if isinstance(data.get("prompt"), dict) else data
         if body and all(isinstance(v, dict) and "class_type" in v for v in body.values()):
@@ -202,59 +168,104 @@ def from_data(data: Any, registry: Registry | None = None, *, strict: bool = Tru
     if kind == "comfy_api":
         return from_comfy_api(data, registry, strict=strict)
     if kind == "comfy_ui":
-        raise WorkflowError(["this is a ComfyUI editor (UI-format) workflow, which sdgraph cannot read yet — "
-                             "in ComfyUI use Workflow → Export (API) and open that file"])
-    raise WorkflowError(['not a workflow: expected sdgraph\'s format ({"format": "sdgraph.workflow", …}) '
-                         'or ComfyUI\'s API format ({"1": {"class_type": …, "inputs": {…}}, …})'])
+        return from_comfy_ui(data, registry, strict=strict)
+    raise WorkflowError(['not a workflow: expected sdgraph\'s format ({"format": "sdgraph.workflow", …}), '
+                         'ComfyUI\'s ({"nodes": [...], "links": [...]}) or its API format '
+                         '({"1": {"class_type": …, "inputs": {…}}, …})'])
 
 
-def read_workflow_data(path: str | os.PathLike) -> Any:
-    """The JSON inside a workflow file, or inside a PNG written by sdgraph or ComfyUI."""
+def read_workflow(path: str | os.PathLike, registry: Registry | None = None, *, strict: bool = True,
+                  checkpoints: Callable[[], list[str]] | None = None) -> tuple[Graph, str]:
+    """(graph, format) from a workflow file — sdgraph's JSON, ComfyUI's UI or API JSON — or from
+    an image that carries one (PNG, WebP, JPEG: ComfyUI's, sdgraph's, A1111's or Fooocus's).
+    format is "native", "comfy_ui", "comfy_api", "a1111" or "fooocus", with ":png", ":webp" or
+    ":jpeg" added for an image. `checkpoints` lists the model folder, to match an A1111 model name."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE + 1)
     except FileNotFoundError:
         raise WorkflowError(["file not found"], str(path)) from None
     except OSError as e:
         raise WorkflowError([f"cannot read the file: {e.strerror or e}"], str(path)) from None
-    if raw.startswith(PNG_SIGNATURE):
-        chunks = read_png_text(raw)
-        text = chunks.get(PNG_NATIVE_KEY) or chunks.get(PNG_API_KEY)
-        if text is None:
-            raise WorkflowError(["this PNG holds no workflow (no 'sdgraph' or 'prompt' text chunk)"], str(path))
-    else:
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise WorkflowError(["not a text file: expected workflow JSON or a PNG with a workflow"],
-                                str(path)) from None
+    if len(raw) > MAX_FILE:
+        raise WorkflowError([f"the file is larger than {MAX_FILE // 2**20} MiB: not a workflow"], str(path))
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        detail = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "too deep"
-        raise WorkflowError([f"not valid JSON ({detail})"], str(path)) from None
-
-
-def load_workflow(path: str | os.PathLike, registry: Registry | None = None, *, strict: bool = True) -> Graph:
-    data = read_workflow_data(path)
-    try:
-        return from_data(data, registry, strict=strict)
+        return read_bytes(raw, registry, strict, checkpoints)
     except WorkflowError as e:
         raise WorkflowError(e.problems, str(path)) from None
     except RecursionError:
         raise WorkflowError(["the workflow is nested too deeply"], str(path)) from None
 
 
+def read_bytes(raw: bytes, registry: Registry | None = None, strict: bool = True,
+               checkpoints: Callable[[], list[str]] | None = None) -> tuple[Graph, str]:
+    """(graph, format) from a file's bytes; see read_workflow."""
+    kind = image_kind(raw)
+    if kind is None:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise WorkflowError(["not a text file: expected workflow JSON, or a PNG, WebP or JPEG with a "
+                                 "workflow"]) from None
+        data = _json(text, "")
+        return from_data(data, registry, strict=strict), detect_format(data)
+    texts = read_image_text(raw)
+    skipped: list[tuple[str, str]] = []
+    for key in (PNG_NATIVE_KEY, PNG_UI_KEY, PNG_API_KEY):  # ComfyUI's UI workflow keeps the layout
+        if key in texts:
+            try:
+                data = _json(texts[key], key)
+                graph = from_data(data, registry, strict=strict)
+            except WorkflowError as e:
+                skipped.append((key, e.problems[0]))
+                continue
+            graph.warnings[:0] = [f"used the {_name(key)} and not the broken {k!r} text ({why})" for k, why in skipped]
+            return graph, f"{detect_format(data)}:{kind}"
+    for key in ("parameters", "stealth_parameters", "comment"):
+        text = texts.get(key, "")
+        if key == "comment" and "Steps:" not in text:
+            continue
+        if text.strip():
+            graph = graph_from_parameters(text, registry, checkpoints)
+            source = "fooocus" if text.lstrip().startswith("{") else "a1111"
+            return graph, f"{source}:{kind}"
+    if skipped:
+        raise WorkflowError([f"the image's {k!r} text: {why}" for k, why in skipped])
+    found = ", ".join(sorted(texts)) or "none"
+    raise WorkflowError([f"this {kind.upper()} holds no workflow (text found: {found}); sdgraph reads ComfyUI's "
+                         "'workflow' or 'prompt', its own 'sdgraph', and A1111's or Fooocus's 'parameters'"])
+
+
+def _name(key: str) -> str:
+    return {PNG_NATIVE_KEY: "sdgraph workflow", PNG_UI_KEY: "ComfyUI workflow", PNG_API_KEY: "ComfyUI prompt"}[key]
+
+
+def _json(text: str, key: str = "") -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        detail = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "too deep"
+        raise WorkflowError([f"not valid JSON ({detail})"]) from None
+
+
+def load_workflow(path: str | os.PathLike, registry: Registry | None = None, *, strict: bool = True,
+                  checkpoints: Callable[[], list[str]] | None = None) -> Graph:
+    return read_workflow(path, registry, strict=strict, checkpoints=checkpoints)[0]
+
+
+def dumps(graph: Graph, format: str = "native") -> str:
+    """The file text of a graph in one of FORMATS."""
+    writers = {"native": to_native, "comfy_api": to_comfy_api, "comfy_ui": to_comfy_ui}
+    if format not in writers:
+        raise ValueError(f"unknown workflow format {format!r}: one of {', '.join(FORMATS)}")
+    return json.dumps(writers[format](graph), indent=2, ensure_ascii=False) + "\n"
+
+
 def dumps_native(graph: Graph) -> str:
-    return json.dumps(to_native(graph), indent=2, ensure_ascii=False) + "\n"
+    return dumps(graph, "native")
 
 
 def save_workflow(graph: Graph, path: str | os.PathLike, *, format: str = "native") -> Path:
-    """Write atomically, in our format or ComfyUI's API format."""
-    data = to_native(graph) if format == "native" else to_comfy_api(graph)
-    return atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
-            bool: "true/false", type(None): "null"}.get(type(value), type(value).__name__)
+    """Write atomically, in our format or one of ComfyUI's ("api" is short for "comfy_api")."""
+    return atomic_write(path, dumps(graph, "comfy_api" if format == "api" else format))

@@ -6,7 +6,20 @@ node declarations import no torch, diffusers or transformers — the machinery t
 `run`. A test asserts this.
 """
 
-from . import conditioning, image, latent, loaders, samplers  # noqa: F401  (registers the nodes)
+from . import (  # noqa: F401  (registers the nodes)
+    advanced,
+    conditioning,
+    controlnet,
+    custom_sampling,
+    image,
+    latent,
+    loaders,
+    mask,
+    model_merging,
+    model_patches,
+    samplers,
+    upscaling,
+)
 
 
 def warm_up() -> list[str]:

@@ -1,9 +1,10 @@
 """Conditioning nodes: the tokenizer and the text encoder as two visible stages, the one-node form,
-and which CLIP layer to stop at."""
+which CLIP layer to stop at; and ComfyUI's nodes that combine conditionings and place them in the
+image (areas, masks) or in time (timestep ranges), which the sampler honours (nodes/sampling/conds.py)."""
 
 from __future__ import annotations
 
-from nodegraph import Int, Link, Node, NodeInputError, NodeOutput, Output, String, register
+from nodegraph import Choice, Float, Int, Link, Node, NodeInputError, NodeOutput, Output, String, register
 from nodegraph import types as T
 
 CLIP_IN = Link("clip", T.CLIP, tooltip="the tokenizer and text encoder (from a checkpoint loader)")
@@ -33,8 +34,9 @@ class CLIPTokenize(Node):
 
     def run(self, ctx, clip, text):
         from nodes.text import tokenize
+        from nodes.text.embeddings import lookup_for
 
-        tokens = tokenize(clip.tokenizer, text, pad_id=clip.pad_id)
+        tokens = tokenize(clip.tokenizer, text, pad_id=clip.pad_id, embeddings=lookup_for(ctx))
         return NodeOutput((tokens,), tokens_summary(tokens))
 
 
@@ -62,8 +64,9 @@ class CLIPTextEncode(Node):
 
     def run(self, ctx, text, clip):
         from nodes.text import encode_text
+        from nodes.text.embeddings import lookup_for
 
-        return (encode_text(clip, text),)
+        return (encode_text(clip, text, lookup_for(ctx)),)
 
 
 @register
@@ -83,3 +86,158 @@ class CLIPSetLastLayer(Node):
             raise NodeInputError("stop_at_clip_layer", f"{stop_at_clip_layer} is out of range: this text encoder "
                                  f"has {-low} layers, so use a value from {low} to {high}")
         return (clip.with_layer(stop_at_clip_layer),)
+
+
+# -- combining and placing conditionings (ComfyUI's conditioning nodes) -------------------------------
+
+COND_IN = Link("conditioning", T.CONDITIONING, tooltip="the conditioning to change (from a text encoder)")
+STRENGTH = Float("strength", 1.0, min=0.0, max=10.0, step=0.01,
+                 tooltip="how much this conditioning weighs against the others where they overlap")
+MAX_RESOLUTION = 16384
+
+
+def _set(conditioning, **values):
+    from nodes.core.values import conditioning_set_values
+
+    return (conditioning_set_values(conditioning, values),)
+
+
+@register
+class ConditioningCombine(Node):
+    """Both conditionings, side by side: the sampler predicts with each and averages the predictions
+    (weighted by their areas and strengths) — unlike Concat, which makes one longer prompt."""
+
+    category = "conditioning"
+    inputs = [Link("conditioning_1", T.CONDITIONING, tooltip="the first conditioning"),
+              Link("conditioning_2", T.CONDITIONING, tooltip="the second conditioning")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the entries of both, each still used on its own")]
+
+    def run(self, ctx, conditioning_1, conditioning_2):
+        return (list(conditioning_1) + list(conditioning_2),)
+
+
+@register
+class ConditioningAverage(Node):
+    """Blend two prompts' hidden states: to·strength + from·(1 − strength), token by token."""
+
+    category = "conditioning"
+    inputs = [Link("conditioning_to", T.CONDITIONING, tooltip="the conditioning kept at strength 1"),
+              Link("conditioning_from", T.CONDITIONING, tooltip="blended in at 1 − strength (its first entry)"),
+              Float("conditioning_to_strength", 1.0, min=0.0, max=1.0, step=0.01,
+                    tooltip="1: only conditioning_to; 0: only conditioning_from")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the blended hidden states")]
+
+    def run(self, ctx, conditioning_to, conditioning_from, conditioning_to_strength):
+        from nodes.sampling.conds import average
+
+        return (average(conditioning_to, conditioning_from, conditioning_to_strength),)
+
+
+@register
+class ConditioningConcat(Node):
+    """Append one prompt's tokens after another's: one longer prompt the UNet attends to as a whole."""
+
+    category = "conditioning"
+    inputs = [Link("conditioning_to", T.CONDITIONING, tooltip="the tokens that come first"),
+              Link("conditioning_from", T.CONDITIONING, tooltip="the tokens appended after them (its first entry)")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the joined token sequence")]
+
+    def run(self, ctx, conditioning_to, conditioning_from):
+        from nodes.sampling.conds import concat
+
+        return (concat(conditioning_to, conditioning_from),)
+
+
+@register
+class ConditioningSetArea(Node):
+    """Apply the prompt only to a rectangle of the image (regional prompting), in pixels; the
+    sampler runs the UNet on that crop and blends it in with soft edges."""
+
+    category = "conditioning"
+    inputs = [COND_IN,
+              Int("width", 64, min=64, max=MAX_RESOLUTION, step=8, tooltip="the area's width in pixels"),
+              Int("height", 64, min=64, max=MAX_RESOLUTION, step=8, tooltip="the area's height in pixels"),
+              Int("x", 0, min=0, max=MAX_RESOLUTION, step=8, tooltip="the area's left edge in pixels"),
+              Int("y", 0, min=0, max=MAX_RESOLUTION, step=8, tooltip="the area's top edge in pixels"), STRENGTH]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the conditioning, limited to the area")]
+
+    def run(self, ctx, conditioning, width, height, x, y, strength):
+        return _set(conditioning, area=(height // 8, width // 8, y // 8, x // 8), strength=strength,
+                    set_area_to_bounds=False)
+
+
+@register
+class ConditioningSetAreaPercentage(Node):
+    """ConditioningSetArea in fractions of the image, so it fits any size."""
+
+    category = "conditioning"
+    inputs = [COND_IN,
+              Float("width", 1.0, min=0.0, max=1.0, step=0.01, tooltip="the area's width, as a fraction of the image"),
+              Float("height", 1.0, min=0.0, max=1.0, step=0.01, tooltip="the area's height, as a fraction"),
+              Float("x", 0.0, min=0.0, max=1.0, step=0.01, tooltip="the area's left edge, as a fraction"),
+              Float("y", 0.0, min=0.0, max=1.0, step=0.01, tooltip="the area's top edge, as a fraction"), STRENGTH]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the conditioning, limited to the area")]
+
+    def run(self, ctx, conditioning, width, height, x, y, strength):
+        return _set(conditioning, area=("percentage", height, width, y, x), strength=strength,
+                    set_area_to_bounds=False)
+
+
+@register
+class ConditioningSetAreaStrength(Node):
+    """Change how much a conditioning weighs against the others where they overlap."""
+
+    category = "conditioning"
+    inputs = [COND_IN, STRENGTH]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the conditioning with the new strength")]
+
+    def run(self, ctx, conditioning, strength):
+        return _set(conditioning, strength=strength)
+
+
+@register
+class ConditioningSetMask(Node):
+    """Apply the prompt only where the mask is set (weighted by its values): regional prompting with
+    any shape."""
+
+    category = "conditioning"
+    inputs = [COND_IN, Link("mask", T.MASK, tooltip="where the prompt applies (1) and where not (0)"),
+              STRENGTH,
+              Choice("set_cond_area", ["default", "mask bounds"],
+                     tooltip="mask bounds: run the UNet only on the mask's bounding box (faster, and the "
+                             "prompt sees just that part)")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the conditioning, limited to the mask")]
+
+    def run(self, ctx, conditioning, mask, strength, set_cond_area):
+        if mask.ndim < 3:
+            mask = mask.unsqueeze(0)
+        return _set(conditioning, mask=mask, set_area_to_bounds=set_cond_area != "default", mask_strength=strength)
+
+
+@register
+class ConditioningZeroOut(Node):
+    """All-zero hidden states (and pooled output): "no prompt at all", which differs from an empty
+    prompt's encoding."""
+
+    category = "conditioning"
+    inputs = [COND_IN]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "zeros of the same shape")]
+
+    def run(self, ctx, conditioning):
+        from nodes.sampling.conds import zero_out
+
+        return (zero_out(conditioning),)
+
+
+@register
+class ConditioningSetTimestepRange(Node):
+    """Use the conditioning only during part of the sampling: 0 is the first (noisiest) step, 1 the end."""
+
+    category = "conditioning"
+    inputs = [COND_IN,
+              Float("start", 0.0, min=0.0, max=1.0, step=0.001, tooltip="where in the sampling it starts applying"),
+              Float("end", 1.0, min=0.0, max=1.0, step=0.001, tooltip="where in the sampling it stops applying")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the conditioning with its time range")]
+
+    def run(self, ctx, conditioning, start, end):
+        return _set(conditioning, start_percent=start, end_percent=end)

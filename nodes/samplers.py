@@ -18,6 +18,8 @@ SCHEDULER = Choice("scheduler", list(SCHEDULERS), "normal", tooltip="how the noi
 DENOISE = Float("denoise", 1.0, min=0.0, max=1.0, step=0.01,
                 tooltip="1: start from pure noise; lower keeps more of the input latent (img2img)")
 LATENT_OUT = Output("LATENT", T.LATENT, "the denoised latent")
+# Conditioning extras that place a prompt in the image or in time (read by nodes/sampling/conds.py).
+PLACEMENT_KEYS = frozenset({"area", "mask", "start_percent", "end_percent"})
 
 
 def seed_input(name: str) -> Input:
@@ -37,7 +39,7 @@ CONDITIONING_INPUTS = [
 ]
 
 
-def _check_model_and_latent(model, latent) -> None:
+def check_model_and_latent(model, latent) -> None:
     channels = model.latent_format.channels
     if latent.samples.shape[1] != channels:
         raise NodeInputError("latent_image", f"has {latent.samples.shape[1]} channels but this model works on "
@@ -50,7 +52,7 @@ def _run_sampler(ctx, model, positive, negative, latent_image, **kwargs):
     from nodes.imaging.preview import step_callback
     from nodes.sampling.ksampler import sample
 
-    _check_model_and_latent(model, latent_image)
+    check_model_and_latent(model, latent_image)
     # The callback reports progress, which raises Interrupted at the next step once cancelled.
     callback = step_callback(ctx, model.latent_format.rgb_factors)
     samples = sample(model, positive, negative, latent_image, callback=callback, **kwargs)
@@ -113,7 +115,13 @@ class DiffusersSampler(Node):
         from nodes.imaging.preview import step_callback
         from nodes.sampling.diffusers_loop import run_diffusers_loop
 
-        _check_model_and_latent(model, latent_image)
+        check_model_and_latent(model, latent_image)
+        for name, conditioning in (("positive", positive), ("negative", negative)):
+            placed = sorted({k for e in conditioning for k in e.extras if k in PLACEMENT_KEYS})
+            if placed or len(conditioning) > 1:
+                raise NodeInputError(name, "diffusers' loop takes one prompt per side; areas, masks, time ranges and "
+                                     "combined prompts need KSampler" + (f" (this one has {', '.join(placed)})"
+                                                                          if placed else ""))
         samples = run_diffusers_loop(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
                                      scheduler_class=scheduler_class, sigmas=sigmas, denoise=denoise,
                                      callback=step_callback(ctx, model.latent_format.rgb_factors))

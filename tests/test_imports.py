@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "PySide6", "diffusers", "transformers")
+HEAVY = ("torch", "PySide6", "diffusers", "transformers", "spandrel")
 
 
 def test_nodegraph_and_nodes_import_nothing_heavy():

@@ -116,10 +116,10 @@ def test_sd2_v_prediction_follows_comfyui_norm1_bias_std_rule(marker, expected):
     assert V_PRED_MARKER in sd
 
 
-def test_sdxl_is_refused_with_a_clear_message():
+def test_sdxl_is_detected_not_mistaken_for_sd1_or_sd2():
     shapes = _shapes(manifest_state_dict(FIXTURES / "sdxl_manifest.tsv"))
-    with pytest.raises(CheckpointError, match=r'"xl.safetensors" is an SDXL checkpoint.*not supported yet'):
-        detect_checkpoint(shapes, {}, ZERO_MARKER, "xl.safetensors")
+    info = detect_checkpoint(shapes, {}, ZERO_MARKER, "xl.safetensors")
+    assert (info.family, info.description, info.context_dim) == ("sdxl", "SDXL", 2048)
 
 
 def test_inpainting_unet_is_refused():

@@ -116,3 +116,18 @@ def test_multiple_conditioning_entries_are_averaged():
     pos, neg = conds()
     two = [pos[0], ConditioningEntry(cond=torch.full((1, 77, 8), 0.3))]
     assert torch.allclose(_sample(pos_neg=(two, neg)), _sample(), rtol=1e-6, atol=1e-6)
+
+
+def test_one_entry_per_side_is_plain_cfg_of_one_batched_unet_call_bit_for_bit():
+    model = toy_model()
+    ms = ksampler.model_sampling_for(model)
+    pos, neg = conds()
+    x, sigma = torch.randn(1, 4, 8, 8), torch.tensor(3.0)
+    out = ksampler.CFGDenoiser(ksampler.UNetCaller(model), ms, pos, neg, 4.0)(x, sigma)
+    # the area/strength weighting (sum of weight·x0 over sum of weights) must leave one entry untouched
+    s = sigma.expand(1).repeat(2)
+    xb = torch.cat([x, x])
+    eps = ToyUNet()(ms.calculate_input(s, xb), ms.timestep(s).float(),
+                    encoder_hidden_states=torch.cat([pos[0].cond, neg[0].cond])).sample
+    den = ms.calculate_denoised(s, eps, xb)
+    assert torch.equal(out, den[1:] + (den[:1] - den[1:]) * 4.0)

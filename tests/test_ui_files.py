@@ -60,7 +60,7 @@ def test_open_comfyui_api_json(qtbot, window, tmp_path):
     ed = window.editor
     assert ed.graph.nodes["2"].links == {"value": ("1", 0)} and ed.graph.nodes["1"].values["value"] == 3.0
     assert window.scene.nodes["2"].title() == "Result"
-    assert ed.path is None  # imported: saving asks for a new name
+    assert ed.path == str(path.resolve()) and window.doc_format == "comfy_api"  # saving over it asks first
     assert to_comfy_api(ed.graph)["2"]["inputs"] == {"value": ["1", 0]}
 
 

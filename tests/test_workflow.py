@@ -68,7 +68,8 @@ def test_comfy_api_round_trip():
     graph = from_comfy_api(api, REGISTRY)
     assert graph.nodes["2"].links == {"x": ("1", 0)}
     assert graph.nodes["2"].values == {"steps": 4, "delay": 0.0}
-    assert graph.nodes["1"].ui == {"title": "two and a half"}
+    assert graph.nodes["1"].ui["title"] == "two and a half"
+    assert "pos" in graph.nodes["1"].ui  # an API file has no positions: it is laid out
     assert to_comfy_api(graph) == api
     # and through the native format and back
     assert to_comfy_api(from_native(to_native(graph), REGISTRY)) == api
@@ -112,9 +113,11 @@ def test_newer_format_version_asks_for_an_update():
         from_native({"format": "sdgraph.workflow", "version": 7, "nodes": {}})
 
 
-def test_comfy_ui_format_gets_a_helpful_error():
-    with pytest.raises(WorkflowError, match=r"Export \(API\)"):
-        from_data({"nodes": [], "links": [], "version": 0.4})
+def test_comfy_ui_format_is_read():
+    graph = from_data({"nodes": [{"id": 1, "type": "Number", "pos": [5, 6], "widgets_values": [3.5]}],
+                       "links": [], "version": 0.4}, REGISTRY)
+    assert graph.nodes["1"].values == {"value": 3.5}
+    assert graph.nodes["1"].ui["pos"] == [5, 6]
 
 
 def test_not_json_and_missing_file(tmp_path):

@@ -2,13 +2,19 @@
 
 `python tools/deps.py` gives the runtime ones; `python tools/deps.py dev` adds the dev extras.
 torch is left out: the Makefile installs the pinned build (TORCH_SPEC) in the same pip call.
+`python tools/deps.py no-deps` gives [tool.sdgraph] no-deps instead: packages the Makefile installs
+with `pip install --no-deps` in a second call (spandrel, whose declared torchvision we do not want).
 """
 
 import sys
 import tomllib
 from pathlib import Path
 
-project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+if sys.argv[1:] == ["no-deps"]:
+    print("\n".join(pyproject["tool"]["sdgraph"]["no-deps"]))
+    sys.exit(0)
+project = pyproject["project"]
 deps = list(project["dependencies"])
 for extra in sys.argv[1:]:
     deps += project["optional-dependencies"][extra]

@@ -5,7 +5,9 @@
                                                 workflows/default.json with the bundled model,
                                                 run first (without --run: as opened)
 
-Writes editor_after_run.png, node_search.png and error_state.png.
+Writes editor_after_run.png, node_search.png and error_state.png; with --real also
+comfyui_workflow.png, a ComfyUI workflow as users share it (groups, notes, primitives), opened from
+the shared test fixtures (--comfy-workflow picks another).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("SDGRAPH_DATA_DIR", tempfile.mkdtemp(prefix="sdgraph-shots-"))
 
+from tests.shared import FIXTURES  # noqa: E402  (after the path is set)
 
 _KEEP: list = []
+# ComfyUI's own SDXL example as its users share it: groups, notes, primitives (shared test fixtures)
+COMFY_WORKFLOW = FIXTURES / "comfy_workflows" / "examples__sdxl_sdxl_refiner_prompt_example.ui.json"
 
 
 def wait(app, cond, timeout=60.0) -> bool:
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     p.add_argument("--models-dir", default=str(REPO / "models"), help="with --real: the model folder")
     p.add_argument("--size", default="1920x1080", help="window size (the canvas gets what the docks leave)")
+    p.add_argument("--comfy-workflow", default=str(COMFY_WORKFLOW), help="with --real: a ComfyUI UI-format workflow")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     wait(app, lambda: window.windowHandle() is not None and window.windowHandle().isExposed(), 5)
 
-    if args.real:
+    if args.real:  # first, in a fresh window: a ComfyUI workflow as its users share it
+        if not window.open_path(args.comfy_workflow, ask=False):
+            print(f"cannot open {args.comfy_workflow}: {window.statusBar().currentMessage()}", file=sys.stderr)
+            return 1
+        window.problems_dock.hide()  # its SDXL models are not here: the canvas is the point
+        wait(app, lambda: False, 0.3)
+        window.view.fit_all()
+        wait(app, lambda: False, 0.3)
+        window.grab().save(str(out / "comfyui_workflow.png"))
+        window.problems_dock.show()
         if not window.open_path(args.workflow, ask=False):
             print(f"cannot open {args.workflow}: {window.statusBar().currentMessage()}", file=sys.stderr)
             return 1
@@ -168,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     window.view.fit_all()
     wait(app, lambda: False, 0.3)
     window.grab().save(str(out / "error_state.png"))
-    for name in ("editor_after_run", "node_search", "error_state"):
+    names = ["editor_after_run", "node_search", "error_state"] + (["comfyui_workflow"] if args.real else [])
+    for name in names:
         print(out / f"{name}.png")
     window.close()
     app.processEvents()

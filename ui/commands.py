@@ -161,3 +161,18 @@ class MoveNodes(QUndoCommand):
         for nid, (old, _new) in self.moves.items():
             if nid in self.graph.nodes:
                 self.graph.set_ui(nid, pos=list(old))
+
+
+class SetGraphUi(QUndoCommand):
+    """Change one key of the workflow's own editor data (a note's position…)."""
+
+    def __init__(self, graph: Graph, key: str, value: Any, text: str = "Edit"):
+        super().__init__(text)
+        self.graph, self.key, self.new = graph, key, copy.deepcopy(value)
+        self.old = copy.deepcopy(graph.ui.get(key))
+
+    def redo(self) -> None:
+        self.graph.set_graph_ui(**{self.key: copy.deepcopy(self.new)})
+
+    def undo(self) -> None:
+        self.graph.set_graph_ui(**{self.key: copy.deepcopy(self.old)})

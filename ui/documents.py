@@ -1,11 +1,13 @@
-"""File handling for the main window: new/open/save/save-as, ComfyUI API import/export, recent
-files, dropped files, the dirty marker and the prompt before losing work, autosave and restore."""
+"""File handling for the main window: new/open/save/save-as, ComfyUI's formats (UI and API JSON,
+images from ComfyUI, A1111 and Fooocus), recent files, dropped files, the dirty marker and the
+prompt before losing work or changing a file's format, autosave and restore."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from nodegraph import Graph, WorkflowError
@@ -26,6 +28,17 @@ class DocumentMixin:
                           QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, self)
         answer = box.exec()
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
+
+    def ask_keep_format(self, path: str, fmt: str) -> str:
+        """Saving over a ComfyUI file: "keep" its format, save as "sdgraph" (a new file), or "cancel"."""
+        name = files.FORMAT_NAMES.get(fmt, fmt)
+        box = QMessageBox(QMessageBox.Question, "Save ComfyUI workflow",
+                          f"{Path(path).name} is a {name}. Save it in ComfyUI's format (ComfyUI opens it as "
+                          "before), or as an sdgraph workflow in a new file?", QMessageBox.Cancel, self)
+        keep = box.addButton("Keep ComfyUI Format", QMessageBox.AcceptRole)
+        ours = box.addButton("Save as sdgraph…", QMessageBox.ActionRole)
+        box.exec()
+        return {keep: "keep", ours: "sdgraph"}.get(box.clickedButton(), "cancel")
 
     def ask_restore(self, source: str | None) -> bool:
         where = f" (from {source})" if source else ""
@@ -87,52 +100,78 @@ class DocumentMixin:
         if ask and not self.maybe_keep_work():
             return False
         try:
-            graph = files.load(path, self.editor.registry)
+            graph, fmt = files.read(path, self.editor.registry, self.editor.env)
         except WorkflowError as e:
             self.show_error("Cannot open workflow", str(e))
             return False
         except (OSError, ValueError) as e:
             self.show_error("Cannot open workflow", f"{path}: {e}")
             return False
-        is_native = not str(path).lower().endswith(".png") and _is_native(path)
-        self._set_document(graph, str(Path(path).resolve()) if is_native else None)
-        if not is_native:  # an imported file becomes an unsaved document
+        # a workflow file stays that file (saving over a ComfyUI one asks first); an image is imported
+        is_file = fmt in files.FORMAT_NAMES
+        self._set_document(graph, str(Path(path).resolve()) if is_file else None, fmt if is_file else "native")
+        if not is_file:  # an imported image becomes an unsaved document
             self.statusBar().showMessage(f"Imported {Path(path).name} — save to keep it as a workflow", 6000)
+        elif graph.warnings:
+            self.statusBar().showMessage(f"Opened {Path(path).name}: {len(graph.warnings)} note(s) on reading it "
+                                         "— see Problems", 6000)
         self._add_recent(path)
         return True
 
-    def _set_document(self, graph: Graph, path: str | None) -> None:
+    def _set_document(self, graph: Graph, path: str | None, fmt: str = "native") -> None:
         self._restored_dirty = False
+        self.doc_format = fmt
         self.run_view.clear()
+        self.run_view.general = [f"on reading the file: {w}" for w in graph.warnings]
         self.editor.replace_graph(graph, path)
         self.update_title()
+        if len(graph) or self.run_view.general:
+            self.run_view.validate_now()  # first: it may open the Problems panel, which shrinks the canvas
         view = graph.ui.get("view") if isinstance(graph.ui, dict) else None
         if not (isinstance(view, dict) and self.view.restore_view(view)):
             self.view.fit_all()
-        if len(graph):
-            self.run_view.validate_now()
+            QTimer.singleShot(0, self.view.fit_all)  # again once a panel that just opened has its room
 
     def save(self) -> bool:
         if not self.editor.path:
             return self.save_as()
+        if self.doc_format != "native":  # never change a user's file format without asking
+            answer = self.ask_keep_format(self.editor.path, self.doc_format)
+            if answer == "keep":
+                return self._write(self.editor.path, self.doc_format)
+            return self.save_as() if answer == "sdgraph" else False
         return self._write(self.editor.path)
 
     def save_as(self) -> bool:
-        path = self.ask_save_path("Save workflow as", Path(self.editor.path or "workflow.json").name)
+        suggested = Path(self.editor.path or "workflow.json").name
+        if self.doc_format != "native" and self.editor.path:
+            suggested = Path(self.editor.path).stem + ".sdgraph.json"  # not over the ComfyUI file
+        path = self.ask_save_path("Save workflow as", suggested)
         if not path:
             return False
         if not path.lower().endswith(".json"):
             path += ".json"
         return self._write(path)
 
-    def _write(self, path: str) -> bool:
+    def save_as_comfy(self) -> bool:
+        """Save in ComfyUI's UI format, to take the workflow back to ComfyUI."""
+        stem = Path(self.editor.path).stem.removesuffix(".sdgraph") if self.editor.path else "workflow"
+        path = self.ask_save_path("Save as ComfyUI workflow", f"{stem}.comfyui.json")
+        if not path:
+            return False
+        if not path.lower().endswith(".json"):
+            path += ".json"
+        return self._write(path, "comfy_ui")
+
+    def _write(self, path: str, fmt: str = "native") -> bool:
         graph = self.editor.graph
         graph.ui["view"] = self.view.view_state()
         try:
-            files.save(graph, path)
+            files.save(graph, path, fmt)
         except OSError as e:
             self.show_error("Cannot save", f"{path}: {e.strerror or e}")
             return False
+        self.doc_format = fmt
         self.editor.path = str(Path(path).resolve())
         self.editor.undo.setClean()
         self._restored_dirty = False
@@ -189,9 +228,3 @@ class DocumentMixin:
         self.statusBar().showMessage("Restored unsaved work from the last session", 6000)
         return True
 
-
-def _is_native(path: str) -> bool:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8-sig")).get("format") == "sdgraph.workflow"
-    except (OSError, ValueError, AttributeError):
-        return False

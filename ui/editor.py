@@ -116,6 +116,23 @@ class Editor(QObject):
     def set_ui(self, nid: str, text: str = "Edit node", **changes: Any) -> None:
         self.undo.push(C.SetUi(self.graph, nid, text, **changes))
 
+    def move_note(self, note_id: str, pos: list[float], key: str = "notes") -> None:
+        """Move a note (or another card kept in the graph's ui data under `key`)."""
+        notes = copy.deepcopy(self.graph.ui.get(key) or [])
+        for note in notes:
+            if isinstance(note, dict) and note.get("id") == note_id:
+                note["pos"] = list(pos)
+                self.undo.push(C.SetGraphUi(self.graph, key, notes, "Move note"))
+                return
+
+    def set_mode(self, ids: list[str], mode: str | None) -> None:
+        """Mute or bypass nodes as ComfyUI does (None: back to normal), one undo step."""
+        self.undo.beginMacro({"muted": "Mute", "bypassed": "Bypass"}.get(mode or "", "Unmute"))
+        for nid in ids:
+            if self.graph.node(nid).ui.get("mode") != mode:
+                self.set_ui(nid, "Mode", mode=mode)
+        self.undo.endMacro()
+
     def rename(self, nid: str, title: str) -> None:
         title = title.strip()
         if title != self.graph.node(nid).ui.get("title", ""):

@@ -10,11 +10,14 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QStandardPaths
 
 from nodegraph.fileio import atomic_write
-from nodegraph.workflow import dumps_native, from_data, load_workflow
+from nodegraph.workflow import dumps, dumps_native, from_data, load_workflow, read_workflow
 
 AUTOSAVE_NAME = "autosave.json"
 MAX_RECENT = 10
-WORKFLOW_FILTER = "Workflows (*.json *.png);;sdgraph workflow (*.json);;PNG with workflow (*.png);;All files (*)"
+WORKFLOW_FILTER = ("Workflows and images (*.json *.png *.webp *.jpg *.jpeg);;sdgraph or ComfyUI workflow (*.json);;"
+                   "Image with a workflow (*.png *.webp *.jpg *.jpeg);;All files (*)")
+# what each format is called when the editor asks before changing a file's format
+FORMAT_NAMES = {"native": "sdgraph workflow", "comfy_ui": "ComfyUI workflow", "comfy_api": "ComfyUI API workflow"}
 
 
 def data_dir() -> Path:
@@ -58,8 +61,18 @@ def load(path: str, registry):
     return load_workflow(path, registry, strict=False)
 
 
-def save(graph, path: str) -> Path:
-    return atomic_write(path, dumps_native(graph))
+def read(path: str, registry, env=None):
+    """(graph, format) from any file sdgraph reads: its own JSON, ComfyUI's UI or API JSON, or an
+    image from ComfyUI, sdgraph, A1111 or Fooocus. format: "native", "comfy_ui", "comfy_api",
+    "a1111"…, with ":png" (etc.) for an image. An A1111 model name is matched against env's
+    checkpoint folder."""
+    folders = getattr(env, "files", None)
+    checkpoints = (lambda: folders.names("checkpoints")) if folders is not None else None
+    return read_workflow(path, registry, strict=False, checkpoints=checkpoints)
+
+
+def save(graph, path: str, format: str = "native") -> Path:
+    return atomic_write(path, dumps(graph, format))
 
 
 class Autosave:

@@ -41,6 +41,7 @@ class MainWindow(DocumentMixin, QMainWindow):
         super().__init__()
         self._use_saved_models_dir = use_saved_models_dir
         self._restored_dirty = False
+        self.doc_format = "native"  # the open file's format: saving over it in another asks first
         self.quiet_errors = False
         self.editor = Editor(registry, env, self)
         self.scene = GraphScene(self.editor, self)
@@ -121,10 +122,13 @@ class MainWindow(DocumentMixin, QMainWindow):
         self._act(f, "&Open…", self.open_dialog, QKeySequence.Open)
         self.recent_menu = f.addMenu("Open &Recent")
         self.rebuild_recent_menu()
-        self._act(f, "Import ComfyUI API JSON…", self.open_dialog, "Ctrl+I")
+        self._act(f, "Import ComfyUI Workflow or Image…", self.open_dialog, "Ctrl+I",
+                  tip="ComfyUI's workflows (UI or API JSON) and PNG/WebP images, A1111 and Fooocus images")
         f.addSeparator()
         self._act(f, "&Save", self.save, QKeySequence.Save)
         self._act(f, "Save &As…", self.save_as, "Ctrl+Shift+S")
+        self._act(f, "Save As ComfyUI Workflow…", self.save_as_comfy, "Ctrl+Alt+S",
+                  tip="ComfyUI's UI format: open it in ComfyUI with its groups, notes and layout")
         self._act(f, "Export ComfyUI API JSON…", self.export_comfy_api, "Ctrl+E")
         f.addSeparator()
         self._act(f, "&Quit", self.close, QKeySequence.Quit)
@@ -303,6 +307,12 @@ class MainWindow(DocumentMixin, QMainWindow):
                 as_socket = spec.name in sockets
                 label = f"Show “{spec.name}” as widget" if as_socket else f"Convert “{spec.name}” to input socket"
                 conv.addAction(label, lambda n=spec.name, s=as_socket: self.editor.set_as_socket(nid, n, not s))
+        ids = self.scene.selected_ids() if item.isSelected() else [nid]
+        mode = node.ui.get("mode")
+        menu.addAction("Unmute" if mode == "muted" else "Mute (leave out of runs)",
+                       lambda: self.editor.set_mode(ids, None if mode == "muted" else "muted"))
+        menu.addAction("Stop bypassing" if mode == "bypassed" else "Bypass (pass the input through)",
+                       lambda: self.editor.set_mode(ids, None if mode == "bypassed" else "bypassed"))
         menu.addSeparator()
         menu.addAction("Copy\tCtrl+C", self.copy)
         menu.addAction("Duplicate\tCtrl+D", self.duplicate)

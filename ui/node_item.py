@@ -85,8 +85,8 @@ class NodeItem(QGraphicsItem):
             self.setPos(float(pos[0]), float(pos[1]))
         collapsed = bool(node.ui.get("collapsed"))
         as_socket = set(node.ui.get("sockets") or [])
-        specs = list(self.cls.inputs) if self.cls else [_Unknown(n) for n in node.links]
-        outs = list(self.cls.outputs) if self.cls else [_Unknown(f"out {i}") for i in range(self._unknown_outputs())]
+        specs = list(self.cls.inputs) if self.cls else self._placeholder_inputs(node)
+        outs = list(self.cls.outputs) if self.cls else self._placeholder_outputs(node)
         linked = [s for s in specs if not s.is_widget or s.name in node.links or s.name in as_socket]
         valued = [s for s in specs if s not in linked]
         W = self.width
@@ -114,6 +114,14 @@ class NodeItem(QGraphicsItem):
         for s in valued:
             self._socket(s, QPointF(0, y + ROW / 2), node, value_input=True)
             y = self._field_row(s, node, y)
+        if self.cls is None:  # a placeholder: what it is, and the values it keeps for re-saving
+            comfy = node.ui.get("comfy") if isinstance(node.ui.get("comfy"), dict) else {}
+            values = comfy.get("widgets_values", list(node.values.values()))
+            shown = ", ".join(str(v) for v in values) if isinstance(values, list) else str(values)
+            for text in (f"{node.type} — unknown here, not run", shown):
+                if text:
+                    self.labels.append((QRectF(PAD, y, W - 2 * PAD, ROW), text, Qt.AlignLeft, theme.TEXT_DIM))
+                    y += ROW - 4
         self.body_bottom = y + 6
         self._layout_extra()
 
@@ -166,6 +174,22 @@ class NodeItem(QGraphicsItem):
     def _unknown_outputs(self) -> int:
         slots = [slot for _t, _n, slot in self.gscene.graph.consumers(self.node_id)]
         return max(slots, default=-1) + 1
+
+    @staticmethod
+    def _comfy_slots(node, key: str) -> list[str]:
+        comfy = node.ui.get("comfy")
+        slots = comfy.get(key) if isinstance(comfy, dict) else None
+        return [str(s.get("name", "")) for s in slots if isinstance(s, dict)] if isinstance(slots, list) else []
+
+    def _placeholder_inputs(self, node) -> list:
+        """The sockets an unknown node came with (from its ComfyUI file), and any other linked input."""
+        names = [n for n in self._comfy_slots(node, "inputs") if n]
+        return [_Unknown(n) for n in dict.fromkeys(names + list(node.links))]
+
+    def _placeholder_outputs(self, node) -> list:
+        names = self._comfy_slots(node, "outputs")
+        count = max(len(names), self._unknown_outputs())
+        return [_Unknown(names[i] if i < len(names) and names[i] else f"out {i}") for i in range(count)]
 
     def _socket(self, spec, pos, node, value_input=False) -> SocketItem:
         sock = SocketItem(self, output=False, name=spec.name, slot=0, type_name=spec.type.name,
@@ -268,6 +292,12 @@ class NodeItem(QGraphicsItem):
             self.image, self.image_is_preview = image, False
         self._layout_extra()
 
+    def set_thumbnail(self, image: QImage) -> None:
+        """The node's IMAGE/MASK output, shown once a run has finished (result images come first)."""
+        if not self.image_count:
+            self.image, self.image_is_preview = image, False
+            self._layout_extra()
+
     def set_preview(self, image: QImage) -> None:
         """A live per-step preview while the node runs (the sampler's)."""
         self.image, self.image_is_preview = image, True
@@ -308,12 +338,17 @@ class NodeItem(QGraphicsItem):
     def paint(self, painter, option, widget=None) -> None:
         painter.setRenderHint(painter.RenderHint.Antialiasing)
         W, H = self.width, self.height
+        mode = self.node.ui.get("mode")
+        if mode == "muted" or self.cls is None:  # greyed: it does not run
+            painter.setOpacity(0.45 if mode == "muted" else 0.7)
         body = QPainterPath()
         body.addRoundedRect(QRectF(0, 0, W, H), 6, 6)
         painter.fillPath(body, QColor(theme.NODE_BODY))
+        if mode == "bypassed":
+            painter.fillPath(body, QColor(150, 60, 170, 70))  # ComfyUI's purple
         colour = theme.category_color(self.cls.category if self.cls else "unknown")
         if self.cls is None:
-            colour = QColor("#7a3030")
+            colour = QColor("#5b5b5b")
         painter.save()
         painter.setClipRect(QRectF(-1, -1, W + 2, TITLE_H + 1))
         painter.fillPath(body, colour)
@@ -323,8 +358,9 @@ class NodeItem(QGraphicsItem):
         painter.setPen(QColor(theme.TITLE_TEXT))
         badge = {"cached": "cached", "done": f"{self.seconds:.1f}s" if self.seconds is not None else "done",
                  "running": "running", "error": "error"}.get(self.status, "")
+        suffix = {"muted": "  (muted)", "bypassed": "  (bypassed)"}.get(mode, "")
         painter.drawText(QRectF(PAD, 0, W - 2 * PAD - 60, TITLE_H), Qt.AlignVCenter | Qt.AlignLeft,
-                         ("▸ " if self.node.ui.get("collapsed") else "") + self.title())
+                         ("▸ " if self.node.ui.get("collapsed") else "") + self.title() + suffix)
         painter.setFont(theme.node_font(8))
         painter.setPen(QColor(255, 255, 255, 150))
         painter.drawText(QRectF(W - 70, 0, 60, TITLE_H), Qt.AlignVCenter | Qt.AlignRight,

@@ -20,6 +20,7 @@ class RunView(QObject):
         self._revalidate.timeout.connect(self.validate_now)
         window.runner.node_event.connect(self.on_event)
         window.runner.job_changed.connect(self.on_job)
+        window.runner.thumbnails.connect(self.on_thumbnails)
 
     @property
     def scene(self):
@@ -49,9 +50,10 @@ class RunView(QObject):
         per_node: dict[str, list[str]] = {}
         entries: list[tuple[str | None, str]] = []
         for p in self.problems:
-            entries.append((p.node_id, str(p)))
+            said = "warning (this node feeds no output, so it does not run): " if p.warning else ""
+            entries.append((p.node_id, said + str(p)))
             if p.node_id is not None:
-                per_node.setdefault(p.node_id, []).append(p.message + (f" — {p.fix}" if p.fix else ""))
+                per_node.setdefault(p.node_id, []).append(said + p.message + (f" — {p.fix}" if p.fix else ""))
         for nid, msg in self.run_errors.items():
             entries.append((nid, msg))
             per_node.setdefault(nid, []).append(msg.split("): ", 1)[-1])
@@ -78,6 +80,9 @@ class RunView(QObject):
             for item in self.scene.nodes.values():
                 if item.status == "running":
                     item.set_status("")
+            if job.status == "invalid":  # the run said what stops it; validation adds the warnings
+                self.run_errors.clear()
+                self.validate_now()
 
     def on_event(self, job, ui_event) -> None:
         """One executor event (wrapped in the runner's UiEvent, which carries its images)."""
@@ -106,6 +111,12 @@ class RunView(QObject):
             case ev.GraphFinished() as e:
                 self.w.statusBar().showMessage(
                     f"Finished ({e.status}): {e.ran} ran, {e.cached} cached, {e.seconds:.2f} s", 6000)
+
+    def on_thumbnails(self, job, thumbs) -> None:
+        """After a run: each node's IMAGE/MASK output shown on it."""
+        for nid, image in thumbs.items():
+            if (item := self._item(nid)) is not None:
+                item.set_thumbnail(image)
 
     def _item(self, nid):
         return self.scene.nodes.get(nid) if nid is not None else None

@@ -93,6 +93,43 @@ def load_thumb(path: str) -> QImage | None:
     return img
 
 
+THUMBNAIL_TYPES = ("IMAGE", "MASK")
+
+
+def tensor_thumbnail(value: Any, type_name: str) -> QImage | None:
+    """The first IMAGE ([B, H, W, C] in 0..1) or MASK ([B, H, W] or [H, W]) of a node's output as a
+    small RGB QImage. Uses only the tensor's own methods (the editor imports no torch)."""
+    try:
+        first = value[0] if (type_name == "IMAGE" or value.dim() == 3) else value
+        if type_name == "MASK":
+            first = first.unsqueeze(-1).expand(-1, -1, 3)
+        h, w = int(first.shape[0]), int(first.shape[1])
+        step = max(1, -(-max(h, w) // THUMB))
+        small = first[::step, ::step, :3].detach().float().clamp(0, 1).mul(255).byte().cpu().contiguous()
+        h, w = int(small.shape[0]), int(small.shape[1])
+        return QImage(small.numpy().tobytes(), w, h, 3 * w, QImage.Format_RGB888).copy()
+    except Exception:  # noqa: BLE001 - a thumbnail must never break a run
+        return None
+
+
+def output_thumbnails(registry: Any, graph: Any, result: Any) -> dict[str, QImage]:
+    """A thumbnail for each node of a finished run that has an IMAGE or MASK output (its first such
+    output) and no images of its own in its `ui` (SaveImage, PreviewImage show their files)."""
+    thumbs = {}
+    for node_id, values in (getattr(result, "outputs", None) or {}).items():
+        node = graph.nodes.get(node_id)
+        cls = registry.get(node.type) if node is not None else None
+        if cls is None or (result.ui.get(node_id) or {}).get("images"):
+            continue
+        for spec, value in zip(cls.outputs, values, strict=False):
+            if spec.type.name in THUMBNAIL_TYPES:
+                image = tensor_thumbnail(value, spec.type.name)
+                if image is not None:
+                    thumbs[node_id] = image
+                break
+    return thumbs
+
+
 class _Worker:
     """Everything the worker thread touches. A plain Python object: the thread makes no calls on
     QObjects (see the module docstring) — it only fills `inbox`, which the GUI thread drains."""
@@ -118,6 +155,9 @@ class _Worker:
             try:
                 result = self.executor.run(job.graph, cancel=job.token)
                 job.result = result
+                thumbs = output_thumbnails(self.executor.registry, job.graph, result)
+                if thumbs:
+                    self.inbox.put(("thumbnails", (job, thumbs)))
                 job.status = result.status
                 if result.error is not None:
                     job.message = result.error.message
@@ -142,6 +182,7 @@ class _Worker:
 class Runner(QObject):
     node_event = Signal(object, object)  # job, UiEvent (the executor event and its images)
     job_changed = Signal(object)  # job
+    thumbnails = Signal(object, object)  # job, {node id: QImage of its IMAGE/MASK output}
 
     def __init__(self, registry, env=None, parent=None):
         super().__init__(parent)

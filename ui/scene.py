@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QGraphicsRectItem, QGraphicsScene, QGraphicsSimple
 from nodegraph.types import compatible
 
 from . import theme
+from .decorations import group_items, note_items, primitive_items
 from .edge_item import EdgeItem, SocketItem
 from .node_item import NodeItem
 
@@ -26,6 +27,7 @@ class GraphScene(QGraphicsScene):
         self.graph = None
         self.nodes: dict[str, NodeItem] = {}
         self.edges: dict[tuple[str, str], EdgeItem] = {}
+        self.decorations: list = []  # groups and notes from the workflow's ui data
         self._unsubscribe = None
         self._drag: dict | None = None
         self._graveyard: list = []
@@ -58,6 +60,15 @@ class GraphScene(QGraphicsScene):
         for node in self.graph.nodes.values():
             for name in node.links:
                 self._add_edge(node.id, name)
+        self._rebuild_decorations()
+
+    def _rebuild_decorations(self) -> None:
+        for item in self.decorations:
+            self._bury(item)
+        ui = self.graph.ui if isinstance(self.graph.ui, dict) else {}
+        self.decorations = group_items(ui) + note_items(self.editor, ui) + primitive_items(self.editor, self.graph)
+        for item in self.decorations:
+            self.addItem(item)
 
     def _bury(self, item) -> None:
         """Remove an item but keep its Python wrapper alive until the current event is over (it
@@ -128,6 +139,8 @@ class GraphScene(QGraphicsScene):
                 if item.pos() != QPointF(*pos):
                     item.setPos(QPointF(*pos))
             item.update()
+        elif kind == "graph_ui_changed" and {"groups", "notes", "primitives"} & set(ch.detail or {}):
+            self._rebuild_decorations()
         elif kind == "reset":
             self._rebuild_all()
 
@@ -305,6 +318,6 @@ class GraphScene(QGraphicsScene):
 
     def items_bounds(self) -> QRectF:
         rect = QRectF()
-        for item in self.nodes.values():
+        for item in [*self.nodes.values(), *self.decorations]:
             rect = rect.united(item.sceneBoundingRect())
         return rect

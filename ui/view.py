@@ -11,7 +11,9 @@ from PySide6.QtWidgets import QFrame, QGraphicsProxyWidget, QGraphicsView
 from . import theme
 
 MIN_ZOOM, MAX_ZOOM = 0.15, 3.0
-FIT_MIN_ZOOM = 0.6  # fit-all zooms out no further: node text stays readable
+# fit-all zooms out no further (the whole of a workflow the size of ComfyUI's examples, ten columns of
+# nodes, fits beside the side panels; a bigger one shows its top-left part, where the flow starts)
+FIT_MIN_ZOOM = 0.25
 
 
 class GraphView(QGraphicsView):
@@ -61,8 +63,9 @@ class GraphView(QGraphicsView):
         event.accept()
 
     def fit_all(self) -> None:
-        """Show the whole graph, at most at 100 % and at least at FIT_MIN_ZOOM (below that node
-        text is unreadable). A graph too big for that shows its top-left part, where the flow starts."""
+        """Show the whole graph (nodes, groups and notes) in the canvas, which the side panels do not
+        cover, at most at 100 % and at least at FIT_MIN_ZOOM. A graph too big for that shows its
+        top-left part, where the flow starts."""
         rect = self.scene().items_bounds()
         if rect.isNull():
             self.resetTransform()

@@ -17,10 +17,14 @@ from nodegraph import Environment, Folders, Paths
 REPO = Path(__file__).resolve().parents[2]
 
 # Folder kinds, laid out as ComfyUI lays them out under models/.
-MODEL_KINDS = ("checkpoints", "vae", "loras", "embeddings", "diffusers", "upscale_models")
+MODEL_KINDS = ("checkpoints", "vae", "loras", "embeddings", "diffusers", "upscale_models", "diffusion_models",
+               "text_encoders", "controlnet", "clip_vision", "style_models", "gligen", "hypernetworks")
+# Older folder names ComfyUI still reads for a kind (its folder_paths): models/unet, models/clip.
+KIND_ALIASES = {"diffusion_models": ("unet",), "text_encoders": ("clip",)}
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 # A sub-folder holding one of these is one model (diffusers layout), listed by its folder name.
-MODEL_MARKERS = {"checkpoints": ("model_index.json",), "vae": ("config.json",), "diffusers": ("model_index.json",)}
+MODEL_MARKERS = {"checkpoints": ("model_index.json",), "vae": ("config.json",), "diffusers": ("model_index.json",),
+                 "controlnet": ("config.json",)}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -58,10 +62,14 @@ class SDEnvironment(Environment):
 
     def _rebuild(self) -> None:
         files = Folders()
-        for kind in sorted(set(MODEL_KINDS) | set(self.extra_model_dirs)):
-            files.add(kind, [self._models_dir / kind, *self.extra_model_dirs.get(kind, [])], MODEL_SUFFIXES,
-                      MODEL_MARKERS.get(kind, ()))
+        aliased = {alias for names in KIND_ALIASES.values() for alias in names}
+        for kind in sorted((set(MODEL_KINDS) | set(self.extra_model_dirs)) - aliased):
+            folders = [self._models_dir / kind, *self.extra_model_dirs.get(kind, [])]
+            for alias in KIND_ALIASES.get(kind, ()):
+                folders += [self._models_dir / alias, *self.extra_model_dirs.get(alias, [])]
+            files.add(kind, folders, MODEL_SUFFIXES, MODEL_MARKERS.get(kind, ()))
         files.add("input", [self.paths.input], IMAGE_SUFFIXES)
+        files.add("input_latents", [self.paths.input], (".latent",))  # LoadLatent's choices
         self.files = files
 
     def add_extra_model_paths(self, yaml_file: str | os.PathLike) -> None:

@@ -52,9 +52,69 @@ class DiffusionModel:
     dtype: Any = None  # torch.dtype the UNet runs in
     device: Any = None  # torch.device the UNet lives on
     name: str = ""  # where it came from, for messages
+    patches: ModelPatches = field(default_factory=lambda: ModelPatches())  # applied on use, never to `unet`
+    # LoRA (nodes.models.lora): `unet` is then a copy of `base_unet` that shares every tensor but the
+    # patched weights, rebuilt from the base with all `weight_patches` in order (ComfyUI's rounding).
+    base_unet: Any = None
+    weight_patches: tuple = ()
+
+    def patched(self, **changes: Any) -> DiffusionModel:
+        """A new MODEL sharing this one's UNet, with patches added (see ModelPatches.add)."""
+        return replace(self, patches=self.patches.add(**changes))
 
     def cache_nbytes(self) -> int:
-        return _module_nbytes(self.unet)
+        # A patched MODEL shares its base's weights; the base's cache entry counts them.
+        if self.base_unet is not None:
+            return _own_nbytes(self.unet, self.base_unet)
+        return 0 if self.patches.active else _module_nbytes(self.unet)
+
+
+@dataclass(frozen=True)
+class ModelPatches:
+    """What a patched MODEL changes about sampling (ComfyUI's ModelPatcher `model_options`).
+
+    Nothing here touches the UNet's weights: the sampler applies these while it runs. CFG hooks
+    receive ComfyUI's `args` dicts (`cond`, `uncond`, `cond_denoised`, `uncond_denoised`, `input`,
+    `sigma`, `cond_scale`, `denoised`…, plus `denoiser` for a second model call). Block patches see
+    the UNet in ComfyUI's block numbering: `input_block` (h, options) -> h after each input block,
+    before or after its skip is saved; `output_block` (h, skip, options) -> (h, skip) before each
+    output block joins them; `attn1_replace` maps (block, number, transformer) to a
+    self-attention function (q, k, v, options) -> out.
+    """
+
+    sampler_cfg_function: Any = None  # args -> noise prediction (x - denoised); replaces the CFG formula
+    sampler_post_cfg_functions: tuple[Any, ...] = ()  # args -> denoised, after CFG, in order
+    disable_cfg1_optimization: bool = False  # run the uncond pass even at cfg 1
+    input_block: tuple[Any, ...] = ()
+    input_block_after_skip: tuple[Any, ...] = ()
+    output_block: tuple[Any, ...] = ()
+    attn1_replace: tuple[tuple[tuple[str, int, int], Any], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self != ModelPatches()
+
+    @property
+    def changes_unet(self) -> bool:
+        return bool(self.input_block or self.input_block_after_skip or self.output_block or self.attn1_replace)
+
+    def add(self, *, sampler_cfg_function: Any = None, post_cfg_function: Any = None,
+            disable_cfg1_optimization: bool = False, input_block: Any = None, input_block_after_skip: Any = None,
+            output_block: Any = None, attn1_replace: tuple[tuple[str, int, int], Any] | None = None) -> ModelPatches:
+        """A copy with one more patch of each kind given (a CFG function replaces the previous one)."""
+        def more(current: tuple, item: Any) -> tuple:
+            return current if item is None else (*current, item)
+
+        return ModelPatches(
+            sampler_cfg_function=sampler_cfg_function or self.sampler_cfg_function,
+            sampler_post_cfg_functions=more(self.sampler_post_cfg_functions, post_cfg_function),
+            disable_cfg1_optimization=self.disable_cfg1_optimization or disable_cfg1_optimization,
+            input_block=more(self.input_block, input_block),
+            input_block_after_skip=more(self.input_block_after_skip, input_block_after_skip),
+            output_block=more(self.output_block, output_block),
+            attn1_replace=more(tuple(kv for kv in self.attn1_replace if attn1_replace is None
+                                     or kv[0] != attn1_replace[0]), attn1_replace),
+        )
 
 
 @dataclass
@@ -64,7 +124,9 @@ class ClipModel:
     `tokenizer` is a transformers `CLIPTokenizer`; `text_encoder` a `CLIPTextModel` (or one with
     projection). `layer` follows CLIPSetLastLayer: -1 is the last layer, -2 the one before.
     `final_layer_norm` says whether the encoder's final LayerNorm is applied to the chosen layer
-    (SD1.x and SD2.x: yes).
+    (SD1.x and SD2.x: yes; SDXL: no). `second` is SDXL base's second tower (OpenCLIP bigG, padded
+    with 0): its hidden states are joined to this tower's along the feature axis, and the pooled
+    embedding is its own.
     """
 
     tokenizer: Any
@@ -75,12 +137,19 @@ class ClipModel:
     dtype: Any = None
     device: Any = None
     name: str = ""
+    second: ClipModel | None = None
+    base_text_encoder: Any = None  # LoRA: as DiffusionModel.base_unet, per tower
+    weight_patches: tuple = ()
 
     def with_layer(self, layer: int) -> ClipModel:
-        return replace(self, layer=layer)
+        """CLIPSetLastLayer: the same layer for every tower (as ComfyUI sets it on SDXL's two)."""
+        second = self.second.with_layer(layer) if self.second is not None else None
+        return replace(self, layer=layer, second=second)
 
     def cache_nbytes(self) -> int:
-        return _module_nbytes(self.text_encoder)
+        own = (_own_nbytes(self.text_encoder, self.base_text_encoder) if self.base_text_encoder is not None
+               else _module_nbytes(self.text_encoder))
+        return own + (self.second.cache_nbytes() if self.second else 0)
 
 
 @dataclass
@@ -111,6 +180,8 @@ class Tokens:
     weights: list[list[float]]
     words: list[list[str]]
     text: str = ""
+    # Textual-inversion vectors in place of token embeddings: (chunk, position) → (embedding, row).
+    embeddings: dict[tuple[int, int], tuple[Any, int]] = field(default_factory=dict)
 
     @property
     def has_weights(self) -> bool:
@@ -126,8 +197,53 @@ class ConditioningEntry:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-# CONDITIONING is a list of entries, as in ComfyUI (several prompts can be combined later).
+# CONDITIONING is a list of entries, as in ComfyUI (several prompts can be combined later). Extras
+# use ComfyUI's keys: "area" ((h, w, y, x) in latent cells, or ("percentage", h, w, y, x)),
+# "strength", "mask" ([B, H, W]), "mask_strength", "set_area_to_bounds", "start_percent",
+# "end_percent" (nodes/sampling/conds.py reads them).
 Conditioning = list[ConditioningEntry]
+
+
+def conditioning_set_values(conditioning: Conditioning, values: dict[str, Any]) -> Conditioning:
+    """Each entry with `values` set in its extras; the input conditioning is left as it was."""
+    return [replace(e, extras={**e.extras, **values}) for e in conditioning]
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """SAMPLER: a sampler of nodes/sampling/registry.py by its ComfyUI name, with keyword options
+    (eta, s_noise, order…) for its function."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """NOISE: where the starting noise comes from. `seed` None is DisableNoise (zeros; the
+    samplers' own step noise is then seeded with 0, as in ComfyUI)."""
+
+    seed: int | None = None
+
+
+@dataclass
+class Guider:
+    """GUIDER: a MODEL with its conditionings and how their predictions combine.
+
+    kind "cfg": conds positive (and negative), `cfg` (CFGGuider; BasicGuider has no negative and
+    cfg 1). kind "dual": conds positive (cond1), middle (cond2) and negative, `cfg` = cfg_conds,
+    `cfg2` = cfg_cond2_negative, `nested` for the nested style (DualCFGGuider).
+    """
+
+    model: DiffusionModel
+    conds: dict[str, Conditioning]
+    kind: str = "cfg"
+    cfg: float = 1.0
+    cfg2: float = 1.0
+    nested: bool = False
+
+    def cache_nbytes(self) -> int:
+        return 0  # the MODEL's cache entry counts the weights
 
 
 @dataclass
@@ -140,6 +256,12 @@ class Latent:
 
     def cache_nbytes(self) -> int:
         return int(self.samples.numel() * self.samples.element_size())
+
+
+def _own_nbytes(module: Any, base: Any) -> int:
+    """Bytes of `module`'s parameters that `base` does not share (a LoRA copy's patched weights)."""
+    shared = {id(p) for p in base.parameters()}
+    return int(sum(p.numel() * p.element_size() for p in module.parameters() if id(p) not in shared))
 
 
 def _module_nbytes(module: Any) -> int:

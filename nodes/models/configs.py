@@ -3,6 +3,9 @@
 nodes/configs/
     sd15/   {unet,vae,text_encoder,scheduler}/*.json, model_index.json  (SD 1.x, CLIP-L)
     sd21v/  the same for SD 2.x (OpenCLIP ViT-H as a CLIPTextModel, linear proj, context 1024)
+    sdxl/   SDXL base: text_encoder (CLIP-L) and text_encoder_2 (OpenCLIP bigG with projection)
+    sdxl_refiner/unet/  the refiner's UNet (384 channels, 4-layer transformers, 1280 context,
+            2560 size/score inputs), derived from ComfyUI's detection of the refiner layout
     clip_tokenizer/  the one copy of CLIP's vocab.json / merges.txt (pads with <|endoftext|>)
 
 SD 2.x's tokenizer differs from SD 1.x's only by padding with id 0 ("!"). We keep the token ids
@@ -21,6 +24,8 @@ from typing import Any
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 SD15_DIR = CONFIG_ROOT / "sd15"
 SD21V_DIR = CONFIG_ROOT / "sd21v"
+SDXL_DIR = CONFIG_ROOT / "sdxl"  # base: CLIP-L + OpenCLIP bigG, 2048 context, size conditioning
+SDXL_REFINER_DIR = CONFIG_ROOT / "sdxl_refiner"  # its own UNet; VAE, bigG and schedule are SDXL's
 TOKENIZER_DIR = CONFIG_ROOT / "clip_tokenizer"
 
 CLIP_EOS_ID = 49407

@@ -25,6 +25,9 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."  # SD 1.x: Hugging Face CLIP names below it
 OPENCLIP_PREFIX = "cond_stage_model.model."  # SD 2.x: OpenCLIP names below it
+SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."  # SDXL base: CLIP-L, Hugging Face names
+SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."  # SDXL base: OpenCLIP bigG
+REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."  # SDXL refiner: OpenCLIP bigG only
 
 # Top-level LDM tensors no loader uses: the DDPM schedule buffers (the schedule is recomputed).
 DDPM_BUFFERS = frozenset(
@@ -100,17 +103,21 @@ _OPENCLIP_LAYER_PARTS = {
 }
 
 
-def openclip_to_hf(open_sd: Mapping[str, Any], num_layers: int) -> tuple[dict[str, Any], list[str]]:
-    """OpenCLIP text-tower names (without `cond_stage_model.model.`) → HF CLIP names (`text_model.…`).
+def openclip_to_hf(open_sd: Mapping[str, Any], num_layers: int,
+                   projection: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """OpenCLIP text-tower names (without their prefix) → HF CLIP names (`text_model.…`).
 
     Keeps resblocks 0..num_layers-1. Returns (converted, ignored source names): resblocks beyond
-    `num_layers`, `text_projection` and `logit_scale` are ignored on purpose (SD 2.x does not use
-    them for conditioning). Anything unknown is returned as ignored too, and the caller decides.
+    `num_layers` and `logit_scale` are ignored on purpose, and so is `text_projection` unless
+    `projection` (SDXL's bigG gives the pooled embedding through it: x @ P, so the Linear weight
+    of CLIPTextModelWithProjection is Pᵀ). Anything unknown is returned as ignored too.
     """
     out: dict[str, Any] = {}
     ignored: list[str] = []
     for name, t in open_sd.items():
-        if name == "token_embedding.weight":
+        if name == "text_projection" and projection:
+            out["text_projection.weight"] = t.transpose(0, 1).contiguous()
+        elif name == "token_embedding.weight":
             out["text_model.embeddings.token_embedding.weight"] = t
         elif name == "positional_embedding":
             out["text_model.embeddings.position_embedding.weight"] = t
@@ -153,6 +160,8 @@ _RESNET_TO_LDM = {
 _UNET_TOP_TO_LDM = {
     "time_embedding.linear_1": "time_embed.0",
     "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL: pooled text + size ids
+    "add_embedding.linear_2": "label_emb.0.2",
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
@@ -177,8 +186,9 @@ def unet_to_ldm(sd: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, A
     per = config.get("layers_per_block")
     if not isinstance(per, int):
         raise LayoutError("layers_per_block is not a single integer")
-    if config.get("class_embed_type") or config.get("addition_embed_type") or config.get("num_class_embeds"):
-        raise LayoutError("class/addition embeddings are not mapped")
+    if config.get("class_embed_type") or config.get("num_class_embeds") or \
+            config.get("addition_embed_type") not in (None, "text_time"):
+        raise LayoutError("class embeddings and addition embeddings other than SDXL's are not mapped")
     up_types = list(config.get("up_block_types", ()))
     known = {"CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"}
     if not set(config.get("down_block_types", ())) | set(up_types) <= known:
@@ -284,6 +294,37 @@ def vae_to_ldm(sd: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, An
         else:
             raise LayoutError(f"no LDM name for VAE tensor {name!r}")
         out[new] = t
+    return out
+
+
+_HF_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def hf_to_openclip(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of `openclip_to_hf` with the projection: HF CLIP names → OpenCLIP names."""
+    import torch
+
+    parts = {hf: oc for oc, hf in _OPENCLIP_LAYER_PARTS.items()}
+    out: dict[str, Any] = {}
+    qkv: dict[tuple[int, str], dict[str, Any]] = {}
+    for name, t in clip_to_ldm(sd).items():
+        bare = name.removeprefix("text_model.")
+        if bare == "text_projection.weight":
+            out["text_projection"] = t.transpose(0, 1).contiguous()
+        elif bare == "embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = t
+        elif bare == "embeddings.position_embedding.weight":
+            out["positional_embedding"] = t
+        elif bare.startswith("final_layer_norm."):
+            out["ln_final." + bare.removeprefix("final_layer_norm.")] = t
+        elif (m := _HF_LAYER.match(bare)) and m[2] in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+            qkv.setdefault((int(m[1]), m[3]), {})[m[2][len("self_attn.")]] = t
+        elif m and m[2] in parts:
+            out[f"transformer.resblocks.{m[1]}.{parts[m[2]]}.{m[3]}"] = t
+        elif not bare.endswith("position_ids"):
+            raise LayoutError(f"no OpenCLIP name for text tensor {name!r}")
+    for (layer, leaf), p in qkv.items():
+        out[f"transformer.resblocks.{layer}.attn.in_proj_{leaf}"] = torch.cat([p["q"], p["k"], p["v"]], dim=0)
     return out
 
 

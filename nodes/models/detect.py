@@ -11,7 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .convert import CLIP_PREFIX, DDPM_BUFFERS, OPENCLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
+from .convert import (
+    CLIP_PREFIX,
+    DDPM_BUFFERS,
+    OPENCLIP_PREFIX,
+    REFINER_CLIP_G_PREFIX,
+    SDXL_CLIP_G_PREFIX,
+    SDXL_CLIP_L_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+)
 from .errors import CheckpointError
 
 SDGRAPH_CONFIG_KEY = "sdgraph.config"
@@ -30,7 +39,7 @@ _SDXL_LABEL_EMB = UNET_PREFIX + "label_emb.0.0.weight"
 class CheckpointInfo:
     """What a checkpoint file holds, as far as loading is concerned."""
 
-    family: str  # "sd1", "sd2" or "sdgraph"
+    family: str  # "sd1", "sd2", "sdxl", "sdxl_refiner" or "sdgraph"
     prediction_type: str  # "epsilon" or "v_prediction"
     description: str  # for messages and the UI: "SD 1.x", "SD 2.x (v-prediction)", …
     context_dim: int | None = None
@@ -112,11 +121,6 @@ def detect_checkpoint(
             raise CheckpointError(f'"{filename}": unknown prediction_type {pred!r} in sdgraph.config')
         return CheckpointInfo("sdgraph", pred, "sdgraph model", sdgraph_config=config)
 
-    if _has_prefix(names, "conditioner.embedders.") or _SDXL_LABEL_EMB in shapes:
-        raise CheckpointError(
-            f'"{filename}" is an SDXL checkpoint (found conditioner.embedders.* / label_emb); '
-            "SDXL is not supported yet: use an SD 1.x or SD 2.x checkpoint"
-        )
     if _UNET_IN not in shapes:
         other = sniff_other_kind(names)
         if other:
@@ -124,16 +128,15 @@ def detect_checkpoint(
         raise CheckpointError(
             f'"{filename}" is not a recognised Stable Diffusion checkpoint (no {_UNET_IN}; found {describe_keys(names)})'
         )
-    if not _has_prefix(names, VAE_PREFIX) or not (
-        _has_prefix(names, CLIP_PREFIX) or _has_prefix(names, OPENCLIP_PREFIX)
-    ):
+    text_prefixes = (CLIP_PREFIX, OPENCLIP_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_CLIP_G_PREFIX, REFINER_CLIP_G_PREFIX)
+    if not _has_prefix(names, VAE_PREFIX) or not any(_has_prefix(names, p) for p in text_prefixes):
         lacking = [
             what
             for what, ok in (
                 ("VAE (first_stage_model.*)", _has_prefix(names, VAE_PREFIX)),
                 (
-                    "text encoder (cond_stage_model.*)",
-                    _has_prefix(names, CLIP_PREFIX) or _has_prefix(names, OPENCLIP_PREFIX),
+                    "text encoder (cond_stage_model.* / conditioner.embedders.*)",
+                    any(_has_prefix(names, p) for p in text_prefixes),
                 ),
             )
             if not ok
@@ -149,8 +152,10 @@ def detect_checkpoint(
         )
         raise CheckpointError(
             f'"{filename}" is {what} ({in_channels}-channel UNet input); '
-            "only 4-channel text-to-image SD 1.x/2.x checkpoints are supported yet"
+            "only 4-channel text-to-image checkpoints are supported yet"
         )
+    if _SDXL_LABEL_EMB in shapes or _has_prefix(names, "conditioner.embedders."):
+        return _detect_sdxl(shapes, names, filename)
     context = int(shapes[_CONTEXT_KEY][1]) if _CONTEXT_KEY in shapes else None
 
     if _has_prefix(names, OPENCLIP_PREFIX):
@@ -171,10 +176,29 @@ def detect_checkpoint(
     return CheckpointInfo("sd1", "epsilon", "SD 1.x", context_dim=768)
 
 
+def _detect_sdxl(shapes: Mapping[str, Sequence[int]], names: Sequence[str], filename: str) -> CheckpointInfo:
+    """SDXL base (CLIP-L at embedders.0 and bigG at embedders.1; 2048 context, 2816 size/pooled
+    inputs) or the refiner (bigG alone at embedders.0; 1280 context, 2560 inputs with the aesthetic
+    score), told apart by their text towers as ComfyUI's detection does."""
+    # ComfyUI marks v-prediction SDXL files (and zero-terminal-SNR ones) with empty tensors.
+    pred = "v_prediction" if "v_pred" in shapes else "epsilon"
+    if _has_prefix(names, SDXL_CLIP_L_PREFIX) and _has_prefix(names, SDXL_CLIP_G_PREFIX):
+        desc = "SDXL" + (" (v-prediction)" if pred == "v_prediction" else "")
+        return CheckpointInfo("sdxl", pred, desc, context_dim=2048)
+    if _has_prefix(names, REFINER_CLIP_G_PREFIX) and not _has_prefix(names, SDXL_CLIP_G_PREFIX):
+        return CheckpointInfo("sdxl_refiner", pred, "SDXL refiner", context_dim=1280)
+    towers = sorted({".".join(n.split(".")[:4]) for n in names if n.startswith("conditioner.")})
+    raise CheckpointError(
+        f'"{filename}" looks like an SDXL-family checkpoint, but its text encoders ({", ".join(towers) or "none"}) '
+        "match neither SDXL base (CLIP-L + OpenCLIP bigG) nor the SDXL refiner (bigG alone)"
+    )
+
+
 def ignored_on_purpose(name: str) -> bool:
     """Tensors of a full LDM checkpoint that loading skips by design (as ComfyUI does)."""
     return (
         name in DDPM_BUFFERS
+        or name in ("v_pred", "ztsnr")  # markers, read by detection
         or name.startswith(
             ("model_ema.", "cond_stage_model.model.logit_scale", "cond_stage_model.model.text_projection")
         )

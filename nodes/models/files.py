@@ -68,7 +68,7 @@ class TensorFile:
                     raise
                 obj = torch.load(str(self.path), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            if "Weights only load failed" in str(e) or "weights_only" in str(e):
+            if "Unsupported global" in str(e) or "Unsupported class" in str(e):  # code to run, not data
                 raise CheckpointError(
                     f'"{self.name}" contains pickled Python code, which sdgraph never runs (weights-only '
                     "loading refused it); use a .safetensors version of this model, or convert it with a tool you trust"

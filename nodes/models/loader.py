@@ -16,6 +16,9 @@ from .build import empty_text_encoder, empty_unet, empty_vae, fill
 from .convert import (
     CLIP_PREFIX,
     OPENCLIP_PREFIX,
+    REFINER_CLIP_G_PREFIX,
+    SDXL_CLIP_G_PREFIX,
+    SDXL_CLIP_L_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
     hf_clip_to_module_names,
@@ -44,6 +47,9 @@ class ModelConfigs:
     clip_pad_id: int
     clip_layer: int = -1
     schedule: dict[str, Any] = field(default_factory=dict)
+    final_layer_norm: bool = True  # SD 1.x/2.x apply the encoder's final LayerNorm; SDXL does not
+    text_encoder_2: dict[str, Any] | None = None  # SDXL base: OpenCLIP bigG, beside CLIP-L
+    vae_upcast: bool = False  # SDXL's VAE overflows in fp16: it runs in fp32 then
 
 
 def configs_for(info: CheckpointInfo, shapes: Mapping[str, Any] | None = None) -> ModelConfigs:
@@ -63,6 +69,8 @@ def configs_for(info: CheckpointInfo, shapes: Mapping[str, Any] | None = None) -
                 k: c[k] for k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps") if k in c
             },
         )
+    if info.family in ("sdxl", "sdxl_refiner"):
+        return _sdxl_configs(info)
     family_dir = configs.SD15_DIR if info.family == "sd1" else configs.SD21V_DIR
     unet = configs.component_config(family_dir, "unet")
     vae = configs.component_config(family_dir, "vae")
@@ -89,6 +97,30 @@ def configs_for(info: CheckpointInfo, shapes: Mapping[str, Any] | None = None) -
     )
 
 
+def _sdxl_configs(info: CheckpointInfo) -> ModelConfigs:
+    """SDXL base and refiner: both text towers stop at the penultimate layer without the final
+    LayerNorm (ComfyUI's SDXL CLIP, diffusers' `hidden_states[-2]`); bigG pads with 0."""
+    unet_dir = configs.SDXL_DIR if info.family == "sdxl" else configs.SDXL_REFINER_DIR
+    vae = configs.component_config(configs.SDXL_DIR, "vae")
+    sched = configs.component_config(configs.SDXL_DIR, "scheduler")
+    sched.pop("prediction_type", None)
+    big_g = configs.component_config(configs.SDXL_DIR, "text_encoder_2")
+    base = info.family == "sdxl"
+    return ModelConfigs(
+        unet=configs.component_config(unet_dir, "unet"),
+        vae=vae,
+        text_encoder=configs.component_config(configs.SDXL_DIR, "text_encoder") if base else big_g,
+        text_encoder_2=big_g if base else None,
+        prediction_type=info.prediction_type,
+        latent_scale_factor=float(vae["scaling_factor"]),
+        clip_pad_id=configs.CLIP_EOS_ID if base else configs.OPENCLIP_PAD_ID,
+        clip_layer=-2,
+        schedule=sched,
+        final_layer_norm=False,
+        vae_upcast=bool(vae.get("force_upcast", False)),
+    )
+
+
 def _count_openclip_layers(shapes: Mapping[str, Any]) -> int:
     prefix = OPENCLIP_PREFIX + "transformer.resblocks."
     layers = {int(k[len(prefix) :].split(".")[0]) for k in shapes if k.startswith(prefix)}
@@ -104,6 +136,7 @@ class Converted:
     text_encoder: dict[str, Any]  # HF names with the `text_model.` level (see hf_clip_to_module_names)
     ignored: list[str] = field(default_factory=list)  # skipped on purpose
     unused: list[str] = field(default_factory=list)  # neither consumed nor known: logged
+    text_encoder_2: dict[str, Any] | None = None  # SDXL base's bigG tower
 
 
 def convert_state_dict(sd: Mapping[str, Any], info: CheckpointInfo, cfg: ModelConfigs) -> Converted:
@@ -129,37 +162,58 @@ def convert_state_dict(sd: Mapping[str, Any], info: CheckpointInfo, cfg: ModelCo
         vae = strip_prefix(sd, DIFFUSERS_VAE_PREFIX)
         consumed |= {DIFFUSERS_VAE_PREFIX + k for k in vae}
 
-    if any(k.startswith(OPENCLIP_PREFIX) for k in sd):
-        src = {
-            k: v
-            for k, v in strip_prefix(sd, OPENCLIP_PREFIX).items()
-            if not ignored_on_purpose(OPENCLIP_PREFIX + k)
-        }
-        text, skipped = openclip_to_hf(src, int(cfg.text_encoder["num_hidden_layers"]))
-        consumed |= {OPENCLIP_PREFIX + k for k in src}
-        ignored += [OPENCLIP_PREFIX + k for k in skipped]
+    text_2 = None
+    if info.family == "sdxl":
+        text, used = _hf_clip(sd, SDXL_CLIP_L_PREFIX)
+        text_2, used_2, skipped = _openclip(sd, SDXL_CLIP_G_PREFIX, cfg.text_encoder_2, projection=True)
+        consumed |= used | used_2
+        ignored += skipped
+    elif info.family == "sdxl_refiner":
+        text, used, skipped = _openclip(sd, REFINER_CLIP_G_PREFIX, cfg.text_encoder, projection=True)
+        consumed |= used
+        ignored += skipped
+    elif any(k.startswith(OPENCLIP_PREFIX) for k in sd):
+        text, used, skipped = _openclip(sd, OPENCLIP_PREFIX, cfg.text_encoder)
+        consumed |= used
+        ignored += skipped
     else:
-        src = {
-            k: v for k, v in strip_prefix(sd, CLIP_PREFIX).items() if not ignored_on_purpose(CLIP_PREFIX + k)
-        }
-        text = {
-            (k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k): v
-            for k, v in src.items()
-        }
-        consumed |= {CLIP_PREFIX + k for k in src}
+        text, used = _hf_clip(sd, CLIP_PREFIX)
+        consumed |= used
 
     unused = [k for k in sd if k not in consumed]
-    return Converted(unet, vae, text, ignored, unused)
+    return Converted(unet, vae, text, ignored, unused, text_2)
+
+
+def _hf_clip(sd: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], set[str]]:
+    """A CLIP-L tower stored with Hugging Face names under `prefix` → `text_model.…` names."""
+    src = {k: v for k, v in strip_prefix(sd, prefix).items() if not ignored_on_purpose(prefix + k)}
+    text = {
+        (k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k): v
+        for k, v in src.items()
+    }
+    return text, {prefix + k for k in src}
+
+
+def _openclip(sd: Mapping[str, Any], prefix: str, config: Mapping[str, Any], *, projection: bool = False):
+    """An OpenCLIP tower under `prefix` → (HF names, consumed source names, ignored source names)."""
+    src = {k: v for k, v in strip_prefix(sd, prefix).items() if not ignored_on_purpose(prefix + k)}
+    text, skipped = openclip_to_hf(src, int(config["num_hidden_layers"]), projection=projection)
+    return text, {prefix + k for k in src}, [prefix + k for k in skipped]
 
 
 def build_modules(conv: Converted, cfg: ModelConfigs, filename: str, device: Any):
-    """Meta-build the three modules and assign the converted tensors."""
+    """Meta-build the modules and assign the converted tensors: (unet, vae, text encoders)."""
     unet = fill(empty_unet(cfg.unet), conv.unet, what="UNet", filename=filename, device=device)
     vae = fill(empty_vae(cfg.vae), conv.vae, what="VAE", filename=filename, device=device)
-    te = empty_text_encoder(cfg.text_encoder)
-    text = hf_clip_to_module_names(conv.text_encoder, set(te.state_dict()))
-    te = fill(te, text, what="text encoder", filename=filename, device=device)
-    return unet, vae, te
+    towers = [(cfg.text_encoder, conv.text_encoder, "text encoder")]
+    if cfg.text_encoder_2 is not None:
+        towers.append((cfg.text_encoder_2, conv.text_encoder_2 or {}, "second text encoder (OpenCLIP bigG)"))
+    encoders = []
+    for config, tensors, what in towers:
+        te = empty_text_encoder(config)
+        encoders.append(fill(te, hf_clip_to_module_names(tensors, set(te.state_dict())), what=what,
+                             filename=filename, device=device))
+    return unet, vae, encoders
 
 
 def _latent_format(vae_config: Mapping[str, Any], scale: float) -> LatentFormat:
@@ -171,9 +225,12 @@ def _latent_format(vae_config: Mapping[str, Any], scale: float) -> LatentFormat:
     )
 
 
-def _package(unet, vae, te, cfg: ModelConfigs, name: str, device: Any, dtype: Any):
+def _package(unet, vae, encoders, cfg: ModelConfigs, name: str, device: Any, dtype: Any):
     fmt = _latent_format(cfg.vae, cfg.latent_scale_factor)
     dev = torch.device(device)
+    vae_dtype = torch.float32 if cfg.vae_upcast and dtype == torch.float16 else dtype
+    if vae_dtype != dtype:  # SDXL's VAE overflows to NaN in fp16 (as diffusers' force_upcast says)
+        vae.to(dtype=vae_dtype)
     model = DiffusionModel(
         unet=unet,
         alphas_cumprod=configs.alphas_cumprod_from_scheduler_config(cfg.schedule),
@@ -183,16 +240,23 @@ def _package(unet, vae, te, cfg: ModelConfigs, name: str, device: Any, dtype: An
         device=dev,
         name=name,
     )
+    second = None
+    if len(encoders) > 1:  # SDXL base: bigG beside CLIP-L, padded with 0, same layer rule
+        second = ClipModel(tokenizer=configs.clip_tokenizer(), text_encoder=encoders[1], layer=cfg.clip_layer,
+                           pad_id=configs.OPENCLIP_PAD_ID, final_layer_norm=cfg.final_layer_norm, dtype=dtype,
+                           device=dev, name=name)
     clip = ClipModel(
         tokenizer=configs.clip_tokenizer(),
-        text_encoder=te,
+        text_encoder=encoders[0],
         layer=cfg.clip_layer,
         pad_id=cfg.clip_pad_id,
+        final_layer_norm=cfg.final_layer_norm,
         dtype=dtype,
         device=dev,
         name=name,
+        second=second,
     )
-    return model, clip, VaeModel(vae=vae, latent_format=fmt, dtype=dtype, device=dev, name=name)
+    return model, clip, VaeModel(vae=vae, latent_format=fmt, dtype=vae_dtype, device=dev, name=name)
 
 
 def load_checkpoint(
@@ -223,8 +287,8 @@ def load_checkpoint(
     del sd
     if conv.unused:
         log.warning("%s: %d tensors not used (e.g. %s)", path.name, len(conv.unused), conv.unused[0])
-    unet, vae, te = build_modules(conv, cfg, path.name, device)
-    return _package(unet, vae, te, cfg, path.stem, device, dtype)
+    unet, vae, encoders = build_modules(conv, cfg, path.name, device)
+    return _package(unet, vae, encoders, cfg, path.stem, device, dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,17 +306,22 @@ def _from_pretrained(what: str, folder: Path, fn, **kwargs):
 
 def _load_diffusers_folder(path: Path, device: Any, dtype: torch.dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     index = configs.read_json(path / "model_index.json")
-    if "text_encoder_2" in index or "StableDiffusionXL" in str(index.get("_class_name", "")):
-        raise CheckpointError(f'"{path.name}" is an SDXL diffusers folder; SDXL is not supported yet')
-    missing = [c for c in ("unet", "vae", "text_encoder") if not (path / c).is_dir()]
+    sdxl = "text_encoder_2" in index or "StableDiffusionXL" in str(index.get("_class_name", ""))
+    towers = [("text_encoder", _text_class(index, "text_encoder", CLIPTextModel, CLIPTextModelWithProjection))]
+    if sdxl and (path / "text_encoder_2").is_dir():
+        towers.append(("text_encoder_2", CLIPTextModelWithProjection))
+    missing = [c for c in ("unet", "vae", towers[-1][0]) if not (path / c).is_dir()]
+    if sdxl and not (path / "text_encoder").is_dir() and (path / "text_encoder_2").is_dir():
+        towers, missing = [("text_encoder_2", CLIPTextModelWithProjection)], []  # the refiner: bigG only
     if missing:
         raise CheckpointError(f'"{path.name}": diffusers folder lacks {", ".join(missing)}/')
     unet = _from_pretrained("UNet", path / "unet", UNet2DConditionModel.from_pretrained, torch_dtype=dtype)
     vae = _from_pretrained("VAE", path / "vae", AutoencoderKL.from_pretrained, torch_dtype=dtype)
-    te = _from_pretrained("text encoder", path / "text_encoder", CLIPTextModel.from_pretrained, dtype=dtype)
+    encoders = [_from_pretrained(sub.replace("_", " "), path / sub, cls.from_pretrained, dtype=dtype)
+                for sub, cls in towers]
     if int(unet.config.in_channels) != 4:
         raise CheckpointError(
             f'"{path.name}": {unet.config.in_channels}-channel UNet (inpainting or similar); only 4-channel models are supported yet'
@@ -260,29 +329,41 @@ def _load_diffusers_folder(path: Path, device: Any, dtype: torch.dtype):
     sched_file = path / "scheduler" / "scheduler_config.json"
     sched = configs.read_json(sched_file) if sched_file.is_file() else {}
     pad_id = configs.CLIP_EOS_ID
+    tok_folder = "tokenizer" if towers[0][0] == "text_encoder" else "tokenizer_2"
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        tok_file = path / "tokenizer" / name
+        tok_file = path / tok_folder / name
         if tok_file.is_file():
             pad = configs.read_json(tok_file).get("pad_token")
             pad = pad.get("content") if isinstance(pad, dict) else pad
             if pad == "!":
                 pad_id = configs.OPENCLIP_PAD_ID
             break
-    for m in (unet, vae, te):
+    if sdxl and towers[0][0] == "text_encoder_2":
+        pad_id = configs.OPENCLIP_PAD_ID
+    for m in (unet, vae, *encoders):
         m.to(device=device)
         m.eval()
         m.requires_grad_(False)
     cfg = ModelConfigs(
         unet=dict(unet.config),
         vae=dict(vae.config),
-        text_encoder=te.config.to_dict(),
+        text_encoder=encoders[0].config.to_dict(),
+        text_encoder_2=encoders[1].config.to_dict() if len(encoders) > 1 else None,
         prediction_type=str(sched.get("prediction_type", "epsilon")),
         latent_scale_factor=float(vae.config.get("scaling_factor") or 0.18215),
         clip_pad_id=pad_id,
-        clip_layer=-1,
+        clip_layer=-2 if sdxl else -1,
         schedule=sched,
+        final_layer_norm=not sdxl,
+        vae_upcast=bool(vae.config.get("force_upcast", False)) and sdxl,
     )
-    return _package(unet, vae, te, cfg, path.name, device, dtype)
+    return _package(unet, vae, encoders, cfg, path.name, device, dtype)
+
+
+def _text_class(index: Mapping[str, Any], component: str, plain, with_projection):
+    entry = index.get(component)
+    name = entry[1] if isinstance(entry, list) and len(entry) == 2 else ""
+    return with_projection if name == "CLIPTextModelWithProjection" else plain
 
 
 # --------------------------------------------------------------------------------------------------

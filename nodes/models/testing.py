@@ -145,3 +145,90 @@ def manifest_state_dict(manifest: str | Path, device: str = "meta") -> dict[str,
         dims = [int(x) for x in shape.strip("[] ").split(",") if x.strip()]
         out[name] = torch.empty(dims, dtype=dtypes[dtype.strip()], device=device)
     return out
+
+
+# SDXL's shape in miniature: a DownBlock2D then cross-attention blocks, two text towers (CLIP-L and a
+# bigG-like tower with a projection, hidden states joined: 32 + 32), size conditioning ("text_time":
+# pooled 32 + 6 size ids × 8), a VAE with SDXL's latent scale that asks to be upcast in fp16.
+TINY_SDXL_UNET_CONFIG: dict[str, Any] = {
+    **TINY_UNET_CONFIG,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "cross_attention_dim": 64,
+    "transformer_layers_per_block": [1, 2],
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 32 + 6 * 8,
+    "use_linear_projection": True,
+}
+TINY_SDXL_VAE_CONFIG: dict[str, Any] = {**TINY_VAE_CONFIG, "scaling_factor": 0.13025, "force_upcast": True}
+TINY_BIG_G_CONFIG: dict[str, Any] = {**TINY_TEXT_CONFIG, "hidden_act": "gelu", "num_hidden_layers": 3}
+
+
+def tiny_sdxl_components(seed: int = 0):
+    """(unet, vae, text_encoder, text_encoder_2): tiny SDXL-shaped modules, float32, eval mode."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**TINY_SDXL_UNET_CONFIG)
+    vae = AutoencoderKL(**TINY_SDXL_VAE_CONFIG)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_BIG_G_CONFIG))
+    for m in (unet, vae, text_encoder, text_encoder_2):
+        m.eval().requires_grad_(False)
+    return unet, vae, text_encoder, text_encoder_2
+
+
+def write_tiny_sdxl_diffusers_folder(path: str | Path, seed: int = 0) -> Path:
+    """Write tiny_sdxl_components(seed) as a StableDiffusionXLPipeline folder: the shipped tokenizer
+    twice (the second padding with "!", id 0, as SDXL's tokenizer_2 does) and SDXL's scheduler."""
+    path = Path(path)
+    unet, vae, te, te2 = tiny_sdxl_components(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for module, sub in ((unet, "unet"), (vae, "vae"), (te, "text_encoder"), (te2, "text_encoder_2")):
+        module.save_pretrained(path / sub)
+    for sub, pad in (("tokenizer", None), ("tokenizer_2", "!")):
+        (path / sub).mkdir(exist_ok=True)
+        for f in configs.TOKENIZER_DIR.iterdir():
+            shutil.copyfile(f, path / sub / f.name)
+        if pad is not None:
+            for name in ("special_tokens_map.json", "tokenizer_config.json"):
+                data = configs.read_json(path / sub / name)
+                data["pad_token"] = pad
+                (path / sub / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    (path / "scheduler").mkdir(exist_ok=True)
+    sched = configs.component_config(configs.SDXL_DIR, "scheduler")
+    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2), encoding="utf-8")
+    index = configs.read_json(configs.SDXL_DIR / "model_index.json")
+    (path / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return path
+
+
+def write_tiny_sdxl_refiner_folder(path: str | Path, seed: int = 0) -> Path:
+    """A tiny SDXL-refiner-shaped diffusers folder: bigG alone (text_encoder_2), a UNet whose
+    cross-attention takes bigG's width and whose size embedding takes 5 ids (with the aesthetic score)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**{**TINY_SDXL_UNET_CONFIG, "cross_attention_dim": 32,
+                                   "projection_class_embeddings_input_dim": 32 + 5 * 8})
+    vae = AutoencoderKL(**TINY_SDXL_VAE_CONFIG)
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_BIG_G_CONFIG))
+    path.mkdir(parents=True, exist_ok=True)
+    for module, sub in ((unet, "unet"), (vae, "vae"), (te2, "text_encoder_2")):
+        module.eval().requires_grad_(False).save_pretrained(path / sub)
+    (path / "tokenizer_2").mkdir(exist_ok=True)
+    for f in configs.TOKENIZER_DIR.iterdir():
+        shutil.copyfile(f, path / "tokenizer_2" / f.name)
+    (path / "scheduler").mkdir(exist_ok=True)
+    sched = configs.component_config(configs.SDXL_DIR, "scheduler")
+    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2), encoding="utf-8")
+    index = {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None],
+             "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": [None, None],
+             "tokenizer_2": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "EulerDiscreteScheduler"]}
+    (path / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return path

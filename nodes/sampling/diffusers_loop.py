@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from nodegraph import NodeInputError
+from nodegraph import NodeInputError, UserError
 
 from ..core.env import REPO
 from ..core.values import ConditioningEntry, DiffusionModel, Latent
 from ..models.configs import alphas_cumprod_from_scheduler_config, read_json
+from .ksampler import UNetCaller
 
 SD_SCHEDULER_CONFIG = REPO / "nodes" / "configs" / "sd15" / "scheduler" / "scheduler_config.json"
 SIGMA_FLAGS = {"karras": "use_karras_sigmas", "exponential": "use_exponential_sigmas", "beta": "use_beta_sigmas"}
@@ -39,6 +40,9 @@ def make_scheduler(model: DiffusionModel, scheduler_class: str, sigmas: str = "d
     if cls is None:
         raise NodeInputError("scheduler_class", f"{scheduler_class} is not in the installed diffusers")
     config = {k: v for k, v in read_json(SD_SCHEDULER_CONFIG).items() if not k.startswith("_")}
+    if model.prediction_type not in ("epsilon", "v_prediction"):
+        raise UserError(f"DiffusersSampler runs epsilon and v-prediction models; this one is {model.prediction_type}: "
+                        "use KSampler")
     config["prediction_type"] = model.prediction_type
     standard = alphas_cumprod_from_scheduler_config(config)
     if not torch.allclose(standard, model.alphas_cumprod.double().cpu(), rtol=1e-6, atol=1e-9):
@@ -109,6 +113,11 @@ def run_diffusers_loop(model: DiffusionModel, positive, negative, latent: Latent
     cond, uncond = _match_lengths(_embeddings(positive, batch), _embeddings(negative, batch))
     guided = cfg > 1.0
     context = (torch.cat([uncond, cond]) if guided else cond).to(device, dtype)
+    unet_kwargs = {}
+    if getattr(model.unet.config, "addition_embed_type", None) == "text_time":  # SDXL: pooled text + sizes
+        sides = [(negative[0], batch), (positive[0], batch)] if guided else [(positive[0], batch)]
+        unet_kwargs["added_cond_kwargs"] = UNetCaller.added_conditioning(sides, tuple(shape[-2:]), dtype, device,
+                                                                        model.unet)
     step_params = inspect.signature(scheduler.step).parameters
     extra = {}
     if "eta" in step_params:
@@ -120,7 +129,8 @@ def run_diffusers_loop(model: DiffusionModel, positive, negative, latent: Latent
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            noise_pred = model.unet(model_input.to(dtype), t, encoder_hidden_states=context).sample.float()
+            noise_pred = model.unet(model_input.to(dtype), t, encoder_hidden_states=context,
+                                    **unet_kwargs).sample.float()
             if guided:
                 pred_uncond, pred_cond = noise_pred.chunk(2)
                 noise_pred = pred_uncond + cfg * (pred_cond - pred_uncond)

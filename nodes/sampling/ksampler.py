@@ -1,10 +1,15 @@
-"""The KSampler driver: CFG denoiser around a diffusers UNet, and ComfyUI's KSampler semantics.
+"""The sampling driver: one implementation behind two front doors.
 
     sample(model, positive, negative, latent, seed=…, steps=…, cfg=…, sampler_name=…, scheduler=…)
 
 does what ComfyUI's KSampler / KSamplerAdvanced nodes do (`nodes.common_ksampler`): noise from the
-seed on the CPU, the schedule with the sampler-specific rules, start/end step slicing, start-noise
-scaling, latent-format scaling, optional noise mask, and returns raw (unscaled) LATENT samples.
+seed on the CPU, the schedule with the sampler-specific rules, start/end step slicing; then
+
+    run_sampling(guider, sampler, sigmas, noise, latent, seed=…)
+
+— what SamplerCustom / SamplerCustomAdvanced call directly with their GUIDER, SAMPLER, SIGMAS and
+NOISE — does the rest: start-noise scaling, latent-format scaling, the guided denoiser around the UNet
+(guidance.py), the optional noise mask, and returns raw (unscaled) LATENT samples.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ from typing import Any
 
 import torch
 
-from ..core.values import ConditioningEntry, DiffusionModel, Latent
+from nodegraph import UserError
+
+from ..core.values import ConditioningEntry, DiffusionModel, Guider, Latent, SamplerChoice
+from .guidance import CFGDenoiser, DualCFGDenoiser
 from .model_sampling import ModelSampling
 from .noise import BrownianTreeNoise, GeneratorNoise, prepare_noise
 from .registry import SamplerSpec, get_sampler
 from .schedules import ksampler_sigmas, slice_steps
 
-# Positive/negative token lengths whose LCM exceeds this multiple of the shorter are run as separate
-# batches instead of being repeated (ComfyUI's CONDCrossAttn.can_concat limit).
-MAX_TOKEN_REPEAT = 4
+__all__ = ["CFGDenoiser", "DualCFGDenoiser", "UNetCaller", "run_sampling", "sample", "sigmas_for"]
 
 
 # -- model sampling cache ------------------------------------------------------------------------
@@ -43,32 +49,72 @@ class UNetCaller:
     pooled output and size extras (default: latent size × 8, crop 0, target = size).
     """
 
+    wants_options = True  # the denoiser passes the step's sigmas (ControlNets act in a sigma range)
+
     def __init__(self, model: DiffusionModel):
         self.unet = model.unet
         self.dtype = model.dtype
         self.device = model.device
+        self.model_sampling = model_sampling_for(model)
         cfg = getattr(self.unet, "config", None)
         self.text_time = getattr(cfg, "addition_embed_type", None) == "text_time"
 
     def __call__(self, x_in: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
-                 entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int]) -> torch.Tensor:
+                 entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
+                 options: dict[str, Any] | None = None) -> torch.Tensor:
         dtype = self.dtype or x_in.dtype
         kwargs: dict[str, Any] = {}
         if self.text_time:
-            kwargs["added_cond_kwargs"] = self._added(entries, latent_hw, dtype, x_in.device)
+            kwargs["added_cond_kwargs"] = self.added_conditioning(entries, latent_hw, dtype, x_in.device,
+                                                                  self.unet)
+        control = entries[0][0].extras.get("control")  # the batch shares one (conds.can_batch)
+        if control is not None:
+            sigma = float((options or {}).get("sigmas", timestep).reshape(-1)[0])
+            kwargs.update(self.control_residuals(control, x_in, timestep, context, sigma, kwargs.get("added_cond_kwargs")))
         out = self.unet(x_in.to(dtype), timestep.float(), encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
         return getattr(out, "sample", out).float()
 
+    def control_residuals(self, control, x_in, timestep, context, sigma: float, added) -> dict[str, Any]:
+        """The ControlNets chained on the batch's conditioning, each inside its sigma range, summed
+        (ComfyUI's control_merge): the UNet's down/mid additional residuals."""
+        from ..models.controlnet import residuals
+
+        down, mid = None, None
+        for hint in control.chain():
+            start = self.model_sampling.percent_to_sigma(hint.start_percent)
+            end = self.model_sampling.percent_to_sigma(hint.end_percent)
+            if sigma > start or sigma < end:
+                continue
+            d, m = residuals(hint.net, x_in, timestep.float(), context.to(x_in.device), hint.hint.to(x_in.device),
+                             hint.strength, added)
+            down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
+            mid = m if mid is None else mid + m
+        if down is None:
+            return {}
+        return {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
+
     @staticmethod
-    def _added(entries, latent_hw, dtype, device):
+    def added_conditioning(entries, latent_hw, dtype, device, unet):
+        """SDXL's extra inputs per (entry, batch) chunk: pooled text [B, 1280] and size ids: [B, 6]
+        (height, width, crop top, crop left, target height, target width) for the base, [B, 5]
+        (height, width, crop top, crop left, aesthetic score) for the refiner, told apart by how
+        many the UNet's embedding takes. Sizes the conditioning does not store come from the
+        latent × 8, crop 0, target = size; the aesthetic score defaults to 6 (ComfyUI's)."""
+        adm_in = unet.add_embedding.linear_1.in_features
+        time_dim = int(unet.config.addition_time_embed_dim)
         pooled, time_ids = [], []
         for entry, n in entries:
             ex = entry.extras
-            h, w = ex.get("height", latent_hw[0] * 8), ex.get("width", latent_hw[1] * 8)
-            ids = [h, w, ex.get("crop_h", 0), ex.get("crop_w", 0), ex.get("target_height", h), ex.get("target_width", w)]
             p = entry.pooled
             if p is None:
-                raise ValueError("this UNet needs a pooled text embedding (SDXL); the conditioning has none")
+                raise UserError("this UNet needs a pooled text embedding (SDXL); the conditioning has none: "
+                                "encode the prompt with this checkpoint's CLIP")
+            h, w = ex.get("height", latent_hw[0] * 8), ex.get("width", latent_hw[1] * 8)
+            ids = [h, w, ex.get("crop_h", 0), ex.get("crop_w", 0)]
+            if (adm_in - p.shape[-1]) // time_dim == 5:
+                ids.append(ex.get("aesthetic_score", 6.0))
+            else:
+                ids += [ex.get("target_height", h), ex.get("target_width", w)]
             pooled.append(_repeat_batch(p, n))
             time_ids.append(torch.tensor([ids], dtype=torch.float32).repeat(n, 1))
         return {"text_embeds": torch.cat(pooled).to(device, dtype), "time_ids": torch.cat(time_ids).to(device, dtype)}
@@ -83,88 +129,6 @@ def _repeat_batch(t: torch.Tensor, n: int) -> torch.Tensor:
     return t.repeat((reps,) + (1,) * (t.ndim - 1))[:n]
 
 
-# -- CFG denoiser --------------------------------------------------------------------------------
-
-class CFGDenoiser:
-    """D(x, sigma): x0 prediction with classifier-free guidance, cond and uncond in one UNet batch.
-
-    Combines in x0 space: uncond + (cond - uncond) * cfg (Ho & Salimans 2022, as ComfyUI does). When
-    cfg == 1 the uncond pass is skipped (ComfyUI's cfg1 optimisation gives the same numbers) unless
-    `keep_uncond` (CFG++ samplers need the unconditional x0, kept in `uncond_denoised`).
-    """
-
-    def __init__(self, unet_call: Callable, model_sampling: ModelSampling, positive: Sequence[ConditioningEntry],
-                 negative: Sequence[ConditioningEntry], cfg: float, keep_uncond: bool = False):
-        if not positive:
-            raise ValueError("positive conditioning is empty")
-        self.unet_call = unet_call
-        self.model_sampling = model_sampling
-        self.positive = list(positive)
-        self.negative = list(negative)
-        self.cfg = float(cfg)
-        self.keep_uncond = keep_uncond
-        self.uncond_denoised: torch.Tensor | None = None
-        self.calls = 0
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        skip_uncond = math.isclose(self.cfg, 1.0) and not self.keep_uncond
-        groups = [self.positive] if skip_uncond or not self.negative else [self.positive, self.negative]
-        preds = self._predict(x, sigma, groups)
-        cond = preds[0]
-        uncond = preds[1] if len(preds) > 1 else torch.zeros_like(cond)
-        self.uncond_denoised = uncond
-        return uncond + (cond - uncond) * self.cfg
-
-    def _context(self, b: int, entries: list[ConditioningEntry]) -> torch.Tensor:
-        """The text context of one UNet call, built once per sampling run (it is the same each step)."""
-        key = (b, tuple(id(e) for e in entries))
-        cache = self.__dict__.setdefault("_context_cache", {})
-        if key not in cache:
-            lcm = math.lcm(*(e.cond.shape[1] for e in entries))
-            parts = []
-            for e in entries:
-                c = _repeat_batch(e.cond, b)
-                parts.append(c.repeat(1, lcm // c.shape[1], 1) if c.shape[1] < lcm else c)
-            cache[key] = (entries, torch.cat(parts))  # holding the entries keeps their ids valid
-        return cache[key][1]
-
-    def _predict(self, x: torch.Tensor, sigma: torch.Tensor, groups) -> list[torch.Tensor]:
-        b = x.shape[0]
-        sig = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
-        sig = sig.expand(b) if sig.ndim == 0 else sig
-        # Each (group, entry) is one chunk of batch b; chunks whose token lengths combine cheaply share
-        # one UNet call (repeated along the token axis to the LCM, which leaves attention unchanged).
-        chunks = [(g, e) for g, group in enumerate(groups) for e in group]
-        outputs: dict[int, list[torch.Tensor]] = {g: [] for g in range(len(groups))}
-        for batch in _batches([e.cond.shape[1] for _, e in chunks]):
-            context = self._context(b, [chunks[k][1] for k in batch])
-            n = len(batch)
-            x_b = x.repeat((n,) + (1,) * (x.ndim - 1))
-            s_b = sig.repeat(n)
-            x_in = self.model_sampling.calculate_input(s_b, x_b)
-            t = self.model_sampling.timestep(s_b).float()
-            out = self.unet_call(x_in, t, context, [(chunks[k][1], b) for k in batch], tuple(x.shape[-2:]))
-            self.calls += 1
-            den = self.model_sampling.calculate_denoised(s_b, out, x_b)
-            for j, k in enumerate(batch):
-                outputs[chunks[k][0]].append(den[j * b:(j + 1) * b])
-        return [torch.stack(outputs[g]).mean(0) if len(outputs[g]) > 1 else outputs[g][0] for g in range(len(groups))]
-
-
-def _batches(lengths: list[int]) -> list[list[int]]:
-    """Group chunk indices so that within a group lcm(lengths) // min(lengths) <= MAX_TOKEN_REPEAT."""
-    groups: list[list[int]] = []
-    for k, n in enumerate(lengths):
-        for g in groups:
-            ls = [lengths[j] for j in g] + [n]
-            if math.lcm(*ls) // min(ls) <= MAX_TOKEN_REPEAT:
-                g.append(k)
-                break
-        else:
-            groups.append([k])
-    return groups
-
-
 class _MaskedDenoiser:
     """Keeps the unmasked area on the input latent's noising path (ComfyUI's KSamplerX0Inpaint)."""
 
@@ -177,16 +141,22 @@ class _MaskedDenoiser:
         return self.inner.uncond_denoised
 
     def __call__(self, x, sigma):
+        # Before the model call the kept area is put back on the input latent's noising path
+        # (latent + σ·noise, the unscaled start noise); after it, its prediction is the clean latent.
         keep = 1.0 - self.mask
-        x = x * self.mask + self.model_sampling.noise_scaling(sigma, self.noise, self.latent_image) * keep
+        s = torch.as_tensor(sigma, device=x.device)
+        s = s.reshape(s.shape[:1] + (1,) * (x.ndim - 1)) if s.ndim else s  # a σ per batch entry
+        x = x * self.mask + self.model_sampling.noise_scaling(s, self.noise, self.latent_image) * keep
         out = self.inner(x, sigma)
         return out * self.mask + self.latent_image * keep
 
 
 def _prepare_mask(mask: torch.Tensor, shape, device) -> torch.Tensor:
+    """ComfyUI's reshape_mask: [.., h, w] → bilinear (align_corners False, no rounding) to the latent's
+    size, repeated over the channels and cycled (or cut) to the batch."""
     m = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).float()
     m = torch.nn.functional.interpolate(m, size=(shape[2], shape[3]), mode="bilinear")
-    m = torch.cat([m] * shape[1], dim=1)
+    m = m.repeat((1, shape[1], 1, 1))
     return _repeat_batch(m, shape[0]).to(device)
 
 
@@ -213,38 +183,60 @@ def sample(model: DiffusionModel, positive: Sequence[ConditioningEntry], negativ
     (denoise stays 1.0). `callback(step, total, x, denoised)` runs once per sampler step, in sampler
     space; it may raise to stop sampling (the node's callback raises Interrupted once cancelled).
     """
-    spec = get_sampler(sampler_name)
-    ms = model_sampling_for(model)
-    raw = latent.samples
-    device = model.device if model.device is not None else torch.device("cpu")
-
     # 1. The noise levels to step through (empty: nothing to do, e.g. denoise 0 or start ≥ end).
     sigmas = sigmas_for(model, scheduler, sampler_name, steps, denoise, start_step=start_step, end_step=end_step,
                         return_with_leftover_noise=return_with_leftover_noise)
     if sigmas.shape[-1] == 0:
-        return raw.clone()
-    sigmas = sigmas.to(device)
+        return latent.samples.clone()
+    # 2. The seed's noise (drawn on the CPU, as ComfyUI does), then the shared sampling run.
+    noise = initial_noise(latent.samples, seed, latent.batch_index, add_noise)
+    guider = Guider(model, {"positive": list(positive), "negative": list(negative)}, cfg=cfg)
+    samples, _ = run_sampling(guider, SamplerChoice(sampler_name), sigmas, noise, latent, seed=seed, callback=callback)
+    return samples
 
-    # 2. The seed's noise (drawn on the CPU, as ComfyUI does) and the starting latent.
-    noise = initial_noise(raw, seed, latent.batch_index, add_noise).to(device=device, dtype=torch.float32)
+
+def run_sampling(guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, noise: torch.Tensor, latent: Latent,
+                 *, seed: int, callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample `latent` along `sigmas` from `noise` (raw latent shape, unscaled); return the raw
+    LATENT samples and the last step's x0 prediction (raw; None when no step ran), float32, CPU.
+
+    `seed` seeds the sampler's own step noise (ancestral / SDE samplers). Empty sigmas return the
+    latent unchanged; a single sigma only adds its noise (as ComfyUI does).
+    """
+    spec = get_sampler(sampler.name)
+    model = guider.model
+    ms = model_sampling_for(model)
+    raw = latent.samples
+    if sigmas.shape[-1] == 0:
+        return raw.clone(), None
+    device = model.device if model.device is not None else torch.device("cpu")
+    sigmas = sigmas.to(device=device, dtype=torch.float32)
+
+    # 1. The noise and the starting latent, in sampler space.
+    noise = noise.to(device=device, dtype=torch.float32)
     latent_image = raw.to(device=device, dtype=torch.float32)
     if torch.count_nonzero(latent_image) > 0:  # ComfyUI leaves an all-zero latent unscaled
         latent_image = model.latent_format.to_sampler(latent_image)
 
+    last_x0: list[torch.Tensor] = []
     with torch.inference_mode():
-        # 3. The denoiser D(x, σ): UNet + CFG, with the noise mask blended in where there is one.
-        denoiser = make_denoiser(model, ms, spec, positive, negative, cfg, latent.noise_mask, latent_image, noise,
-                                 seed)
+        # 2. The denoiser D(x, σ): UNet + guidance, with the noise mask blended in where there is one.
+        denoiser = make_denoiser(guider, ms, spec, latent.noise_mask, latent_image, noise, seed)
         x = ms.noise_scaling(sigmas[0], noise, latent_image, ms.is_max_denoise(sigmas))  # [B, C, h, w]
-        # 4. The sampler, fed its step noise (ancestral and SDE methods add fresh noise each step).
+        # 3. The sampler, fed its step noise (ancestral and SDE methods add fresh noise each step).
         total = len(sigmas) - 1
 
         def step_callback(i, x_i, denoised):
+            last_x0[:] = [denoised]
             if callback is not None:
                 callback(i, total, x_i, denoised)
 
-        x = spec.fn(denoiser, x, sigmas, callback=step_callback, noise=step_noise(spec, x, sigmas, seed))
-    return model.latent_format.from_sampler(x.to(torch.float32)).cpu()
+        x = spec.fn(denoiser, x, sigmas, callback=step_callback, noise=step_noise(spec, x, sigmas, seed),
+                    **sampler.options)
+    samples = model.latent_format.from_sampler(x.to(torch.float32)).cpu()
+    x0 = model.latent_format.from_sampler(last_x0[0].to(torch.float32)).cpu() if last_x0 else None
+    return samples, x0
 
 
 def initial_noise(raw: torch.Tensor, seed: int, batch_index: list[int] | None, add_noise: bool) -> torch.Tensor:
@@ -254,10 +246,31 @@ def initial_noise(raw: torch.Tensor, seed: int, batch_index: list[int] | None, a
     return torch.zeros(raw.size(), dtype=raw.dtype, layout=raw.layout, device="cpu")
 
 
-def make_denoiser(model: DiffusionModel, ms: ModelSampling, spec: SamplerSpec, positive, negative, cfg: float,
-                  noise_mask: torch.Tensor | None, latent_image: torch.Tensor, noise: torch.Tensor, seed: int):
-    """CFGDenoiser around the UNet; with a noise mask, the unmasked area follows the input latent."""
-    denoiser: Any = CFGDenoiser(UNetCaller(model), ms, positive, negative, cfg, keep_uncond=spec.needs_uncond)
+def unet_caller(model: DiffusionModel) -> Callable:
+    """How the denoiser calls the MODEL's UNet: directly, or through the block walk that applies the
+    MODEL's UNet patches (FreeU, Deep Shrink, SAG's attention) on the way."""
+    if model.patches.changes_unet:
+        from .unet_patched import PatchedUNetCaller
+
+        return PatchedUNetCaller(model)
+    return UNetCaller(model)
+
+
+def guided_denoiser(guider: Guider, ms: ModelSampling, keep_uncond: bool = False):
+    """The guider's D(x, σ) around its MODEL's UNet."""
+    model, conds = guider.model, guider.conds
+    caller = unet_caller(model)
+    if guider.kind == "dual":
+        return DualCFGDenoiser(caller, ms, conds["positive"], conds["middle"], conds["negative"], guider.cfg,
+                               guider.cfg2, nested=guider.nested, keep_uncond=keep_uncond, patches=model.patches)
+    return CFGDenoiser(caller, ms, conds["positive"], conds.get("negative"), guider.cfg, keep_uncond=keep_uncond,
+                       patches=model.patches)
+
+
+def make_denoiser(guider: Guider, ms: ModelSampling, spec: SamplerSpec, noise_mask: torch.Tensor | None,
+                  latent_image: torch.Tensor, noise: torch.Tensor, seed: int):
+    """The guided denoiser; with a noise mask, the unmasked area follows the input latent."""
+    denoiser: Any = guided_denoiser(guider, ms, keep_uncond=spec.needs_uncond)
     if noise_mask is None:
         return denoiser
     mask = _prepare_mask(noise_mask, noise.shape, noise.device)

@@ -182,12 +182,15 @@ def sample_gradient_estimation_cfg_pp(denoiser, x, sigmas, *, callback=None, noi
 # -- ER-SDE (Cui et al. 2023, arXiv:2309.06169) ----------------------------------------------
 
 
-def sample_er_sde(denoiser, x, sigmas, *, callback=None, noise=None, s_noise=1.0, max_stage=3):
+def er_sde_noise_scaler(v):
+    """ER-SDE's default noise scale function, x·(e^(x^0.3) + 10)."""
+    return v * ((v**0.3).exp() + 10.0)
+
+
+def sample_er_sde(denoiser, x, sigmas, *, callback=None, noise=None, s_noise=1.0, max_stage=3, noise_scaler=None):
     """Extended reverse-time SDE solver, VP ER-SDE-Solver-3 (Cui et al. 2023, arXiv:2309.06169)."""
     noise = _noise_or_default(noise, x)
-
-    def scaler(v):
-        return v * ((v**0.3).exp() + 10.0)
+    scaler = er_sde_noise_scaler if noise_scaler is None else noise_scaler
 
     n_points = 200.0
     point_idx = torch.arange(0, n_points, dtype=torch.float32, device=x.device)
@@ -471,10 +474,11 @@ def sample_dpm_fast(denoiser, x, sigmas, *, callback=None, noise=None):
 
 
 def sample_dpm_adaptive(denoiser, x, sigmas, *, callback=None, noise=None, order=3, rtol=0.05, atol=0.0078,
-                        h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81):
-    """DPM-Solver-12/23 with PID step-size control on the embedded error (Lu et al. 2022)."""
+                        h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0):
+    """DPM-Solver-12/23, PID step-size control on the embedded error, ancestral if eta > 0 (Lu et al. 2022)."""
     if len(sigmas) <= 1:
         return x
+    noise = _noise_or_default(noise, x)
     sigma_min, sigma_max = _dpm_ends(sigmas)
     solver = _DPMSolver(denoiser, callback)
     t_start, t_end = _t(torch.tensor(float(sigma_max))), _t(torch.tensor(float(sigma_min)))
@@ -491,14 +495,19 @@ def sample_dpm_adaptive(denoiser, x, sigmas, *, callback=None, noise=None, order
     while s < t_end - 1e-5 if forward else s > t_end + 1e-5:
         cache: dict = {}
         t = torch.minimum(t_end, s + h) if forward else torch.maximum(t_end, s + h)
+        t_, su = t, 0.0
+        if eta:  # step deterministically to sigma_down, then add noise up to sigma(t)
+            sd, _ = ancestral_step(_sigma(s), _sigma(t), eta)
+            t_ = torch.minimum(t_end, _t(sd))
+            su = (_sigma(t) ** 2 - _sigma(t_) ** 2) ** 0.5
         e, cache = solver.eps(cache, "eps", x, s)
         denoised = x - _sigma(s) * e
         if order == 2:
-            x_low, cache = solver.step1(x, s, t, cache)
-            x_high, cache = solver.step2(x, s, t, cache)
+            x_low, cache = solver.step1(x, s, t_, cache)
+            x_high, cache = solver.step2(x, s, t_, cache)
         else:
-            x_low, cache = solver.step2(x, s, t, cache, r1=1 / 3)
-            x_high, cache = solver.step3(x, s, t, cache)
+            x_low, cache = solver.step2(x, s, t_, cache, r1=1 / 3)
+            x_high, cache = solver.step3(x, s, t_, cache)
         delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
         error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
         # PID controller (Söderlind 2003), as in k-diffusion
@@ -514,7 +523,7 @@ def sample_dpm_adaptive(denoiser, x, sigmas, *, callback=None, noise=None, order
         h *= factor
         if accept:
             x_prev = x_low
-            x = x_high
+            x = x_high + su * s_noise * noise(_sigma(s), _sigma(t)) if eta else x_high
             s = t
         steps += 1
         _report(callback, steps - 1, x, denoised)

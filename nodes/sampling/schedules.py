@@ -18,18 +18,32 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def karras(ms: ModelSampling, n: int, rho: float = 7.0) -> torch.Tensor:
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. 2022 (EDM), eq. 5: evenly spaced in sigma^(1/rho)."""
-    sigma_min, sigma_max = float(ms.sigma_min), float(ms.sigma_max)
     ramp = torch.linspace(0, 1, n)
     min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return _append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
 
 
-def exponential(ms: ModelSampling, n: int) -> torch.Tensor:
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """Evenly spaced in log sigma."""
-    sigma_min, sigma_max = float(ms.sigma_min), float(ms.sigma_max)
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp())
+
+
+def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """Log sigma along a power ramp^rho from sigma_max to sigma_min (k-diffusion; rho 1 is exponential)."""
+    ramp = torch.linspace(1, 0, n) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def karras(ms: ModelSampling, n: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras spacing between the model's sigma_min and sigma_max."""
+    return karras_sigmas(n, float(ms.sigma_min), float(ms.sigma_max), rho)
+
+
+def exponential(ms: ModelSampling, n: int) -> torch.Tensor:
+    """Exponential spacing between the model's sigma_min and sigma_max."""
+    return exponential_sigmas(n, float(ms.sigma_min), float(ms.sigma_max))
 
 
 def normal(ms: ModelSampling, n: int, sgm: bool = False) -> torch.Tensor:
@@ -171,3 +185,53 @@ def slice_steps(sigmas: torch.Tensor, start_step=None, last_step=None, force_ful
         else:
             return None
     return sigmas
+
+
+# -- custom sampling (ComfyUI's scheduler nodes) ----------------------------------------------------
+
+
+def basic_sigmas(ms: ModelSampling, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """BasicScheduler: the schedule for steps / denoise steps, keeping its last steps + 1 sigmas."""
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.zeros([0], dtype=torch.float32)
+        total = int(steps / denoise)
+    return calculate_sigmas(ms, scheduler, total)[-(steps + 1):]
+
+
+def sd_turbo_sigmas(ms: ModelSampling, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """SD-Turbo's timesteps 999, 899, …, 99 (Sauer et al. 2023, ADD), starting later for denoise < 1."""
+    start = 10 - int(10 * denoise)
+    timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start:start + steps]
+    return _append_zero(ms.sigma(timesteps).to(torch.float32))
+
+
+# Align Your Steps (Sabour et al. 2024, arXiv:2404.14507): NVIDIA's optimised 10-step noise levels.
+AYS_NOISE_LEVELS: dict[str, list[float]] = {
+    "SD1": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+    "SDXL": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+    "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
+}
+
+
+def align_your_steps_sigmas(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """The AYS levels, log-linearly interpolated to steps + 1 points, last set to 0; denoise < 1
+    keeps the last round(steps · denoise) steps."""
+    import numpy
+
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.zeros([0], dtype=torch.float32)
+        total = round(steps * denoise)
+    levels = AYS_NOISE_LEVELS[model_type]
+    if steps + 1 != len(levels):
+        xs = numpy.linspace(0, 1, len(levels))
+        ys = numpy.log(levels[::-1])
+        levels = numpy.exp(numpy.interp(numpy.linspace(0, 1, steps + 1), xs, ys))[::-1].copy()
+    sigmas = list(levels[-(total + 1):])
+    sigmas[-1] = 0
+    return torch.tensor([float(v) for v in sigmas], dtype=torch.float32)

@@ -14,6 +14,7 @@ from nodes.text.tokens import empty_chunk, special_ids, tokenize
 __all__ = [
     "Segment",
     "clip_layer_range",
+    "encode_sdxl_texts",
     "empty_chunk",
     "encode_text",
     "encode_tokens",
@@ -22,7 +23,7 @@ __all__ = [
     "tokenize",
 ]
 
-_LAZY = {"clip_layer_range", "encode_text", "encode_tokens"}
+_LAZY = {"clip_layer_range", "encode_sdxl_texts", "encode_text", "encode_tokens"}
 
 
 def __getattr__(name: str) -> Any:

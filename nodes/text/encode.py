@@ -18,14 +18,15 @@ if it is not already); the results are float32 on the CPU.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from nodes.core.values import ClipModel, ConditioningEntry, Tokens
-from nodes.text.tokens import special_ids, tokenize
+from nodes.text.tokens import PAD_WORD, special_ids, tokenize
 
-__all__ = ["clip_layer_range", "encode_text", "encode_tokens"]
+__all__ = ["clip_layer_range", "encode_sdxl_texts", "encode_text", "encode_tokens"]
 
 
 def _transformer(text_encoder: Any) -> Any:
@@ -79,7 +80,53 @@ def _check_tokens(tokens: Tokens, max_positions: int | None) -> int:
 
 
 def encode_tokens(clip: ClipModel, tokens: Tokens) -> list[ConditioningEntry]:
-    """Encode TOKENS into CONDITIONING (one entry: cond [1, 77·N, dim] and pooled [1, dim'])."""
+    """Encode TOKENS into CONDITIONING (one entry: cond [1, 77·N, dim] and pooled [1, dim']).
+
+    With a second tower (SDXL base), both encode the same tokens (the second re-padded with its own
+    pad id) and their hidden states are joined: [1, 77·N, 768 + 1280]; the pooled embedding is the
+    second tower's (bigG's projection), as ComfyUI and diffusers build SDXL's conditioning.
+    """
+    cond, pooled = _encode_tower(clip, tokens)
+    if clip.second is not None:
+        cond_g, pooled = _encode_tower(clip.second, _repadded(tokens, clip.second.pad_id))
+        cond = torch.cat([cond, cond_g], dim=-1)
+    # Leave inference mode with ordinary tensors, so later nodes may modify them in place.
+    return [ConditioningEntry(cond=cond.clone(), pooled=pooled.clone())]
+
+
+def encode_sdxl_texts(clip: ClipModel, text_g: str, text_l: str, embeddings: Any = None) -> list[ConditioningEntry]:
+    """CLIPTextEncodeSDXL: a separate prompt for each SDXL tower (text_l for CLIP-L, text_g for bigG),
+    the shorter padded with empty chunks so both have as many tokens (as ComfyUI pads them)."""
+    if clip.second is None:
+        raise ValueError("this CLIP has one text encoder; CLIPTextEncodeSDXL needs SDXL base's two")
+    tokens_l = tokenize(clip.tokenizer, text_l, pad_id=clip.pad_id, embeddings=embeddings)
+    tokens_g = tokenize(clip.second.tokenizer, text_g, pad_id=clip.second.pad_id, embeddings=embeddings)
+    n = max(len(tokens_l.ids), len(tokens_g.ids))
+    tokens_l = _padded_to(tokens_l, n, clip)
+    tokens_g = _padded_to(tokens_g, n, clip.second)
+    cond_l, _ = _encode_tower(clip, tokens_l)
+    cond_g, pooled = _encode_tower(clip.second, tokens_g)
+    return [ConditioningEntry(cond=torch.cat([cond_l, cond_g], dim=-1).clone(), pooled=pooled.clone())]
+
+
+def _padded_to(tokens: Tokens, n_chunks: int, clip: ClipModel) -> Tokens:
+    """Append empty chunks (start, end, padding) up to `n_chunks`."""
+    missing = n_chunks - len(tokens.ids)
+    if missing <= 0:
+        return tokens
+    empty = tokenize(clip.tokenizer, "", pad_id=clip.pad_id)
+    return Tokens(tokens.ids + empty.ids * missing, tokens.weights + empty.weights * missing,
+                  tokens.words + empty.words * missing, tokens.text, tokens.embeddings)
+
+
+def _repadded(tokens: Tokens, pad_id: int) -> Tokens:
+    ids = [[pad_id if word == PAD_WORD else i for i, word in zip(chunk, words, strict=True)]
+           for chunk, words in zip(tokens.ids, tokens.words, strict=True)]
+    return Tokens(ids, tokens.weights, tokens.words, tokens.text, tokens.embeddings)
+
+
+def _encode_tower(clip: ClipModel, tokens: Tokens):
+    """One text encoder: (cond [1, 77·N, dim], pooled [1, dim']), float32 on the CPU."""
     encoder = clip.text_encoder
     transformer = _transformer(encoder)
     layer = _check_layer(clip.layer, encoder)
@@ -102,7 +149,7 @@ def encode_tokens(clip: ClipModel, tokens: Tokens) -> list[ConditioningEntry]:
     n_chunks = len(tokens.ids)
 
     projection = getattr(encoder, "text_projection", None)
-    with torch.inference_mode():
+    with torch.inference_mode(), _embedding_vectors(transformer, tokens):
         input_ids = torch.tensor(rows, dtype=torch.long, device=device)
         out = transformer(input_ids=input_ids, output_hidden_states=True)
         last = out.last_hidden_state  # after the final LayerNorm
@@ -131,10 +178,35 @@ def encode_tokens(clip: ClipModel, tokens: Tokens) -> list[ConditioningEntry]:
 
         cond = z.reshape(1, n_chunks * length, z.shape[-1]).to("cpu")
         pooled = pooled.to("cpu")
-    # Leave inference mode with ordinary tensors, so later nodes may modify them in place.
-    return [ConditioningEntry(cond=cond.clone(), pooled=pooled.clone())]
+    return cond, pooled
 
 
-def encode_text(clip: ClipModel, text: str) -> list[ConditioningEntry]:
-    """Tokenize and encode a prompt in one go (the one-node CLIPTextEncode form)."""
-    return encode_tokens(clip, tokenize(clip.tokenizer, text, pad_id=clip.pad_id))
+@contextmanager
+def _embedding_vectors(transformer: Any, tokens: Tokens):
+    """While encoding, the token-embedding layer's output takes each embedding vector at its
+    position (textual inversion: the vectors stand where words' embeddings would)."""
+    if not tokens.embeddings:
+        yield
+        return
+    layer = transformer.embeddings.token_embedding
+    width = layer.embedding_dim
+    rows = [(c, p, embedding.for_width(width)[row]) for (c, p), (embedding, row) in tokens.embeddings.items()]
+
+    def replace_rows(_module, _inputs, output):
+        output = output.clone()
+        for c, p, vector in rows:
+            if c < output.shape[0]:  # the weighted path's extra empty row holds none
+                output[c, p] = vector.to(output.device, output.dtype)
+        return output
+
+    handle = layer.register_forward_hook(replace_rows)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def encode_text(clip: ClipModel, text: str, embeddings: Any = None) -> list[ConditioningEntry]:
+    """Tokenize and encode a prompt in one go (the one-node CLIPTextEncode form). `embeddings`
+    (name → Embedding) turns `embedding:name` words into their vectors."""
+    return encode_tokens(clip, tokenize(clip.tokenizer, text, pad_id=clip.pad_id, embeddings=embeddings))

@@ -21,6 +21,7 @@ No torch here; `tokenizer` is a transformers CLIPTokenizer (fast or slow) passed
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from nodes.core.values import Tokens
@@ -31,6 +32,10 @@ __all__ = ["DEFAULT_END_ID", "DEFAULT_START_ID", "SPLIT_MIN_TOKENS", "empty_chun
 DEFAULT_START_ID = 49406
 DEFAULT_END_ID = 49407
 SPLIT_MIN_TOKENS = 8  # a segment this long may be split across chunks; shorter ones move whole
+
+# The id a position holding an embedding vector carries (any real token id would do: the vector
+# replaces its embedding; this one, "!", is never the end token the pooled output looks for).
+EMBEDDING_ID = 0
 
 START_WORD = "<start>"
 END_WORD = "<end>"
@@ -50,8 +55,12 @@ def empty_chunk(tokenizer: Any, *, pad_id: int, max_length: int = 77) -> list[in
     return [start, end] + [pad_id] * (max_length - 2)
 
 
-def tokenize(tokenizer: Any, text: str, *, pad_id: int, max_length: int = 77) -> Tokens:
-    """Tokenize a prompt with weights into 77-token chunks (ComfyUI's rules, module docstring)."""
+def tokenize(tokenizer: Any, text: str, *, pad_id: int, max_length: int = 77,
+             embeddings: Callable[[str], Any] | None = None) -> Tokens:
+    """Tokenize a prompt with weights into 77-token chunks (ComfyUI's rules, module docstring).
+
+    With `embeddings` (name → nodes.text.embeddings.Embedding or None), `embedding:name` words
+    become one position per vector; without it they are tokenized as text."""
     if max_length < 3:
         raise ValueError(f"max_length must be at least 3 (start, one token, end), got {max_length}")
     start_id, end_id = special_ids(tokenizer)
@@ -60,6 +69,7 @@ def tokenize(tokenizer: Any, text: str, *, pad_id: int, max_length: int = 77) ->
     ids: list[list[int]] = []
     weights: list[list[float]] = []
     words: list[list[str]] = []
+    vectors: dict[tuple[int, int], tuple[Any, int]] = {}
     # The chunk being filled; it holds the start token and the content, end and padding come later.
     cur_ids: list[int] = [start_id]
     cur_weights: list[float] = [1.0]
@@ -74,7 +84,7 @@ def tokenize(tokenizer: Any, text: str, *, pad_id: int, max_length: int = 77) ->
         cur_ids, cur_weights, cur_words = [start_id], [1.0], [START_WORD]
 
     for segment in parse_prompt_weights(text):
-        pieces = _bpe(tokenizer, segment.text)
+        pieces = _pieces(tokenizer, segment.text, embeddings)
         splittable = len(pieces) >= SPLIT_MIN_TOKENS
         while pieces:
             room = capacity - (len(cur_ids) - 1)
@@ -86,13 +96,33 @@ def tokenize(tokenizer: Any, text: str, *, pad_id: int, max_length: int = 77) ->
             else:
                 taken = []  # too short to split: the whole segment moves to a fresh chunk
             for token_id, word in taken:
+                if isinstance(token_id, tuple):  # an embedding vector: (embedding, row)
+                    vectors[(len(ids), len(cur_ids))] = token_id
+                    token_id = EMBEDDING_ID
                 cur_ids.append(token_id)
                 cur_weights.append(segment.weight)
                 cur_words.append(word)
             if pieces:
                 close_chunk()
     close_chunk()
-    return Tokens(ids=ids, weights=weights, words=words, text=text)
+    return Tokens(ids=ids, weights=weights, words=words, text=text, embeddings=vectors)
+
+
+def _pieces(tokenizer: Any, text: str, embeddings: Callable[[str], Any] | None) -> list[tuple[Any, str]]:
+    """BPE pieces of a segment, with each `embedding:name` word's vectors in its place."""
+    if embeddings is None or "embedding:" not in text:
+        return _bpe(tokenizer, text)
+    from nodes.text.embeddings import split_words
+
+    out: list[tuple[Any, str]] = []
+    for kind, part in split_words(text):
+        if kind == "text":
+            out.extend(_bpe(tokenizer, part))
+            continue
+        embedding = embeddings(part)
+        if embedding is not None:
+            out.extend(((embedding, row), f"<{embedding.name}:{row}>") for row in range(embedding.length))
+    return out
 
 
 # --- BPE without added tokens -------------------------------------------------------------------
