@@ -249,3 +249,31 @@ def test_lcm_sampling_uses_the_distilled_50_step_table_and_the_consistency_outpu
     c_skip, c_out = 0.25 / ((t * 10.0) ** 2 + 0.25), (t * 10.0) / ((t * 10.0) ** 2 + 0.25) ** 0.5
     want = c_out * (x - eps * sigma) + c_skip * x
     assert torch.allclose(lcm.calculate_denoised(sigma, eps, x), want)
+
+
+def test_the_refiner_tells_a_plain_negative_prompt_aesthetic_score_2_5_as_comfyui_does(tmp_path):
+    from nodes.core.values import ConditioningEntry
+    from nodes.models.testing import write_tiny_sdxl_refiner_folder
+    from nodes.sampling.guidance import CFGDenoiser
+    from nodes.sampling.ksampler import UNetCaller, model_sampling_for
+
+    model = load_checkpoint(write_tiny_sdxl_refiner_folder(tmp_path / "refiner"))[0]
+    pooled = torch.zeros(1, 32)
+    plain = ConditioningEntry(torch.zeros(1, 77, 32), pooled)
+    scored = ConditioningEntry(torch.zeros(1, 77, 32), pooled, extras={"aesthetic_score": 4.0})
+    seen = []
+    caller = UNetCaller(model)
+    real = caller.added_conditioning
+
+    def spy(entries, *args):
+        out = real(entries, *args)
+        seen.append(out["time_ids"][:, -1].tolist())
+        return out
+
+    caller.added_conditioning = spy
+    denoiser = CFGDenoiser(caller, model_sampling_for(model), [plain], [plain], cfg=5.0)
+    denoiser(torch.zeros(1, 4, 8, 8), torch.tensor(1.0))
+    assert sorted(v for batch in seen for v in batch) == [2.5, 6.0]  # positive 6, negative 2.5
+    seen.clear()
+    CFGDenoiser(caller, model_sampling_for(model), [plain], [scored], cfg=5.0)(torch.zeros(1, 4, 8, 8), torch.tensor(1.0))
+    assert sorted(v for batch in seen for v in batch) == [4.0, 6.0]  # a score the conditioning sets wins

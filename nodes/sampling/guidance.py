@@ -32,6 +32,19 @@ def repeat_to_batch(t: torch.Tensor, n: int) -> torch.Tensor:
     return t.repeat((math.ceil(n / t.shape[0]),) + (1,) * (t.ndim - 1))[:n]
 
 
+def _negative_marked(sides: dict[str, list[ConditioningEntry] | None]) -> dict[str, list[ConditioningEntry] | None]:
+    """The negative side's entries say so (ComfyUI's prompt_type): the SDXL refiner tells its
+    negative prompt an aesthetic score of 2.5 unless the conditioning sets one."""
+    from dataclasses import replace
+
+    negative = sides.get("negative")
+    if not negative:
+        return sides
+    marked = [e if "prompt_type" in e.extras else replace(e, extras={**e.extras, "prompt_type": "negative"})
+              for e in negative]
+    return {**sides, "negative": marked}
+
+
 class GuidedDenoiser:
     """The machinery shared by the guiders: resolved conditionings, batched UNet calls, CFG hooks.
 
@@ -59,7 +72,7 @@ class GuidedDenoiser:
         """The sides resolved for x's latent size (once per size, as ComfyUI's process_conds)."""
         key = tuple(x.shape[-2:])
         if key not in self._resolved:
-            self._resolved[key] = process_conds(self.sides, key, self.model_sampling, x.device)
+            self._resolved[key] = process_conds(_negative_marked(self.sides), key, self.model_sampling, x.device)
         return self._resolved[key]
 
     def resolve(self, entries: Sequence[ConditioningEntry], x: torch.Tensor) -> list[Cond]:

@@ -99,7 +99,8 @@ class UNetCaller:
         (height, width, crop top, crop left, target height, target width) for the base, [B, 5]
         (height, width, crop top, crop left, aesthetic score) for the refiner, told apart by how
         many the UNet's embedding takes. Sizes the conditioning does not store come from the
-        latent × 8, crop 0, target = size; the aesthetic score defaults to 6 (ComfyUI's)."""
+        latent × 8, crop 0, target = size; the aesthetic score defaults to 6, and to 2.5 for the
+        negative prompt (ComfyUI's)."""
         adm_in = unet.add_embedding.linear_1.in_features
         time_dim = int(unet.config.addition_time_embed_dim)
         pooled, time_ids = [], []
@@ -111,8 +112,8 @@ class UNetCaller:
                                 "encode the prompt with this checkpoint's CLIP")
             h, w = ex.get("height", latent_hw[0] * 8), ex.get("width", latent_hw[1] * 8)
             ids = [h, w, ex.get("crop_h", 0), ex.get("crop_w", 0)]
-            if (adm_in - p.shape[-1]) // time_dim == 5:
-                ids.append(ex.get("aesthetic_score", 6.0))
+            if (adm_in - p.shape[-1]) // time_dim == 5:  # ComfyUI: 6 for prompts, 2.5 for the negative one
+                ids.append(ex.get("aesthetic_score", 2.5 if ex.get("prompt_type") == "negative" else 6.0))
             else:
                 ids += [ex.get("target_height", h), ex.get("target_width", w)]
             pooled.append(_repeat_batch(p, n))
