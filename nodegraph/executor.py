@@ -11,7 +11,6 @@ import gc
 import hashlib
 import json
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -27,6 +26,7 @@ from .context import CancelToken, Environment, NodeContext
 from .errors import Interrupted, NodeInputError, UserError
 from .files import RunFiles
 from .graph import Graph
+from .memory import is_out_of_memory, release_accelerator_memory
 from .modes import runnable
 from .node import ALWAYS_CHANGED, NodeOutput
 from .registry import Registry
@@ -241,12 +241,12 @@ class Executor:
         tb = traceback.format_exc()
         log.debug("node %s (%s) failed:\n%s", node_id, node_type, tb)
         input_name = exc.input_name if isinstance(exc, NodeInputError) else None
-        if _is_out_of_memory(exc):
+        if is_out_of_memory(exc):
             # The traceback keeps the failed node's frames, and the tensors in them, alive.
             traceback.clear_frames(exc.__traceback__)
             self.cache.clear()
             gc.collect()
-            _release_accelerator_memory()
+            release_accelerator_memory()
             message = ("ran out of memory; cached models were released. Try a smaller size or batch, "
                        "--dtype fp16, or --device cpu")
         elif isinstance(exc, NodeInputError):
@@ -257,26 +257,3 @@ class Executor:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         where = f"node {node_id} ({node_type}): " if node_id is not None else ""
         return ev.NodeError(node_id, node_type, where + message, tb, input_name)
-
-
-def _release_accelerator_memory() -> None:
-    """Hand the memory the GPU allocator keeps cached back to the device, after the cache was cleared.
-
-    The engine never imports torch (DESIGN.md §1): if no node has imported it, no tensor exists to free.
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    try:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            torch.mps.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort: the out-of-memory message is what the user needs
-        log.debug("could not release accelerator memory", exc_info=True)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

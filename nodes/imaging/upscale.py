@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from nodegraph import UserError
+from nodegraph.memory import is_out_of_memory, release_accelerator_memory
 
 from ..models.errors import CheckpointError
 from ..models.files import SAFETENSORS_SUFFIXES
-from .vae import _out_of_memory, _release_memory, tiled_map
+from .vae import tiled_map
 
 log = logging.getLogger("sdgraph.upscale")
 
@@ -178,16 +179,16 @@ def upscale(model: Any, image: torch.Tensor, device: Any, *, tile: int = TILE, o
                 out = _tiled(model, pixels, device, tile, overlap, progress, check)
                 break
             except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
-                if not _out_of_memory(exc):
+                if not is_out_of_memory(exc):
                     raise
-                _release_memory()
+                release_accelerator_memory()
                 if tile // 2 < MIN_TILE:
                     raise  # the executor reports it, releasing its cached models
                 tile //= 2
                 log.warning("out of memory upscaling; retrying in tiles of %d pixels", tile)
     finally:
         model.to("cpu")
-        _release_memory()
+        release_accelerator_memory()
     return out.clamp(0.0, 1.0).movedim(1, -1)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from nodegraph import UserError
+from nodegraph.memory import is_out_of_memory, release_accelerator_memory
 
 from ..core.values import VaeModel
 
@@ -24,16 +25,6 @@ FALLBACK_ENCODE = (512, 512, 64)
 def _device_dtype(vae: VaeModel):
     param = next(vae.vae.parameters())
     return vae.device or param.device, vae.dtype or param.dtype
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
-
-
-def _release_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _decoder(vae: VaeModel) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -64,10 +55,10 @@ def decode(vae: VaeModel, samples: torch.Tensor, check: Callable[[], None] | Non
                     check()
                 images.append(_to_image(run(latent[None])))
     except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
-        if not _out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         del images
-        _release_memory()
+        release_accelerator_memory()
         log.warning("ran out of memory decoding the whole image; retrying in tiles")
         tile_x, tile_y, overlap = FALLBACK_DECODE
         return decode_tiled(vae, samples, tile_x, tile_y, overlap, check=check)
@@ -103,10 +94,10 @@ def encode(vae: VaeModel, pixels: torch.Tensor, check: Callable[[], None] | None
                     check()
                 latents.append(run(image[None].movedim(-1, 1)))
     except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
-        if not _out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         del latents
-        _release_memory()
+        release_accelerator_memory()
         log.warning("ran out of memory encoding the whole image; retrying in tiles")
         tile_x, tile_y, overlap = FALLBACK_ENCODE
         return encode_tiled(vae, pixels, tile_x, tile_y, overlap, check=check)
