@@ -15,3 +15,21 @@ def find_fixtures() -> Path:
 
 
 FIXTURES = find_fixtures()
+
+
+def fixture_script(relative: str):
+    """Import one of the shared fixtures' build scripts (make_random_ckpt.py,
+    comfy_ref_nodes/make_aux_models.py) as a module, once per session."""
+    import importlib.util
+    import sys
+
+    path = FIXTURES / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"shared fixtures not found: {path}")
+    name = path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -23,7 +23,7 @@ from PIL import Image
 from nodegraph import REGISTRY, Executor
 from nodegraph.workflow import from_data
 from nodes.core.env import SDEnvironment
-from tests.shared import FIXTURES
+from tests.shared import FIXTURES, fixture_script
 
 REF = FIXTURES / "comfy_ref_nodes"
 CKPT = "sd15_rand_v2.safetensors"
@@ -80,13 +80,9 @@ def test_custom_sampling_b_matches_comfyui(executor):
 def test_controlnet_matches_comfyui(executor, models_dir):
     """ControlNetLoader + ControlNetApplyAdvanced (0.8, from 0 to 0.8 of sampling, on both prompts) with
     the reference ControlNet (original layout, fp16 file run in fp32) and hint: ComfyUI's latent."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_aux_models", REF / "make_aux_models.py")
-    aux = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_aux_models", aux)
-    spec.loader.exec_module(aux)
     from safetensors.torch import save_file
+
+    aux = fixture_script("comfy_ref_nodes/make_aux_models.py")
 
     (models_dir / "controlnet").mkdir(exist_ok=True)
     save_file(aux.build_controlnet(aux.read_manifest(str(FIXTURES / "sd15_manifest.tsv"))),
@@ -118,14 +114,9 @@ def test_area_composition_matches_comfyui(executor):
 def test_kohya_lora_matches_comfyui(executor, models_dir):
     """LoraLoader (strength_model 0.8, strength_clip 0.6) with the reference kohya LoRA: the UNet and
     text-encoder deltas, in fp32 then rounded once, give ComfyUI's latent and image."""
-    import importlib.util
-
     from safetensors.torch import save_file
 
-    spec = importlib.util.spec_from_file_location("make_aux_models", REF / "make_aux_models.py")
-    aux = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_aux_models", aux)
-    spec.loader.exec_module(aux)
+    aux = fixture_script("comfy_ref_nodes/make_aux_models.py")
     (models_dir / "loras").mkdir(exist_ok=True)
     save_file(aux.build_kohya(aux.read_manifest(str(FIXTURES / "sd15_manifest.tsv"))),
               str(models_dir / "loras" / "lora_kohya_sd15.safetensors"))

@@ -1,28 +1,16 @@
 """ControlNet files: the original layout ComfyUI's reference ControlNet has (every tensor mapped into
 diffusers' ControlNetModel, on the meta device), clear errors for other files."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
 from nodes.models import CheckpointError
 from nodes.models.controlnet import build, controlnet_config, family_config
-from tests.shared import FIXTURES
-
-
-def _aux():
-    path = FIXTURES / "comfy_ref_nodes" / "make_aux_models.py"
-    spec = importlib.util.spec_from_file_location("make_aux_models", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_aux_models", module)
-    spec.loader.exec_module(module)
-    return module
+from tests.shared import FIXTURES, fixture_script
 
 
 def test_the_reference_sd15_controlnet_layout_maps_every_tensor():
-    aux = _aux()
+    aux = fixture_script("comfy_ref_nodes/make_aux_models.py")
     layout = aux.controlnet_layout(aux.read_manifest(str(FIXTURES / "sd15_manifest.tsv")))
     with torch.device("meta"):
         sd = {name: torch.empty(shape, dtype=torch.float16) for name, shape in layout}

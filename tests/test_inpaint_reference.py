@@ -7,14 +7,12 @@ so building the manifest only up to the VAE's last tensor gives the checkpoint's
 in a few seconds and without writing the 2 GB file; they are saved as a VAE file once per session.
 """
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.shared import FIXTURES
+from tests.shared import FIXTURES, fixture_script
 
 REF = FIXTURES / "comfy_ref_nodes"
 pytestmark = pytest.mark.slow
@@ -30,13 +28,7 @@ def psnr(ours: np.ndarray, reference: np.ndarray) -> float:
 def random_sd15_vae(tmp_path_factory):
     from safetensors.torch import save_file
 
-    script = FIXTURES / "make_random_ckpt.py"
-    if not script.is_file():
-        pytest.fail(f"shared fixtures not found at {FIXTURES}")
-    spec = importlib.util.spec_from_file_location("make_random_ckpt", script)
-    maker = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_random_ckpt", maker)
-    spec.loader.exec_module(maker)
+    maker = fixture_script("make_random_ckpt.py")
     entries = maker.read_manifest(str(FIXTURES / "sd15_manifest.tsv"))
     last_vae = max(i for i, (name, _, _) in enumerate(entries) if name.startswith("first_stage_model."))
     assert not any(name.startswith("model.") for name, _, _ in entries[:last_vae])  # the UNet comes after

@@ -11,6 +11,7 @@ from nodes.core.env import SDEnvironment
 from nodes.models import CheckpointError, load_checkpoint
 from nodes.models.lora import module_index, patch_clip, patch_model, read_lora
 from nodes.models.testing import tiny_sdxl_components, write_tiny_checkpoint
+from tests.shared import fixture_script
 
 REGISTRY.discover("nodes")
 TARGET = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_q"  # a Linear in the tiny UNet
@@ -201,17 +202,6 @@ def test_a_lora_on_one_branch_leaves_the_other_branch_bit_identical(models, base
 
 
 # -- ComfyUI's own numbers (../shared/fixtures/comfy_ref_nodes, case lora_kohya) --------------------
-def _load_script(path, name):
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_kohya_lora_on_clip_reproduces_comfyuis_conditioning(shared_fixtures):
     """The random SD 1.5 checkpoint's CLIP (built from the manifest up to its last text tensor: CLIP
@@ -227,12 +217,12 @@ def test_kohya_lora_on_clip_reproduces_comfyuis_conditioning(shared_fixtures):
     from nodes.text import encode_text
 
     ref = shared_fixtures / "comfy_ref_nodes"
-    maker = _load_script(shared_fixtures / "make_random_ckpt.py", "make_random_ckpt")
+    maker = fixture_script("make_random_ckpt.py")
     entries = maker.read_manifest(str(shared_fixtures / "sd15_manifest.tsv"))
     last_clip = max(i for i, (name, _, _) in enumerate(entries) if name.startswith(CLIP_PREFIX))
     assert not any(name.startswith(("model.", "first_stage_model.")) for name, _, _ in entries[:last_clip + 1])
     state, _ = maker.build(entries[:last_clip + 1])
-    aux = _load_script(ref / "make_aux_models.py", "make_aux_models")
+    aux = fixture_script("comfy_ref_nodes/make_aux_models.py")
     lora_sd = aux.build_kohya(aux.read_manifest(str(shared_fixtures / "sd15_manifest.tsv")))
     import tempfile
 

@@ -7,7 +7,6 @@ The case ran ComfyUI 0.3.64 on the tiny random 4× ESRGAN that make_aux_models.p
 """
 
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from PIL import Image
 from nodegraph import REGISTRY, Executor, UserError
 from nodegraph.workflow import load_workflow
 from nodes.core.env import SDEnvironment
-from tests.shared import FIXTURES
+from tests.shared import FIXTURES, fixture_script
 
 REF = FIXTURES / "comfy_ref_nodes"
 REPO = Path(__file__).resolve().parent.parent
@@ -40,13 +39,7 @@ def pixels(path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def aux():
-    script = REF / "make_aux_models.py"
-    if not script.is_file():
-        pytest.fail(f"shared fixtures not found at {REF}")
-    spec = importlib.util.spec_from_file_location("make_aux_models", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixture_script("comfy_ref_nodes/make_aux_models.py")
 
 
 @pytest.fixture(scope="module")
