@@ -151,7 +151,7 @@ class CheckpointSave(Node):
     outputs = []
 
     def run(self, ctx, model, clip, vae, filename_prefix):
-        from nodes.imaging.files import resolve_prefix
+        from nodes.imaging.files import next_counter, resolve_prefix
         from nodes.models import save_checkpoint
 
         if clip.second is not None:
@@ -160,9 +160,7 @@ class CheckpointSave(Node):
             folder, stem = resolve_prefix(ctx.paths.output, filename_prefix)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        counter = 1 + max((int(p.stem.rsplit("_", 2)[-2]) for p in folder.glob(f"{stem}_*_.safetensors")
-                           if p.stem.rsplit("_", 2)[-2].isdigit()), default=0)
-        path = folder / f"{stem}_{counter:05}_.safetensors"
+        path = folder / f"{stem}_{next_counter(folder, stem, '.safetensors'):05}_.safetensors"
         save_checkpoint(path, model.unet, vae.vae, clip.text_encoder, prediction_type=model.prediction_type,
                         latent_scale_factor=vae.latent_format.scale_factor, clip_pad_id=clip.pad_id)
         return NodeOutput((), {"files": [str(path)]})

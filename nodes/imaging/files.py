@@ -27,7 +27,8 @@ def resolve_prefix(output_dir: Path, prefix: str) -> tuple[Path, str]:
     return target.parent, target.name
 
 
-def _next_counter(folder: Path, stem: str, suffix: str = ".png") -> int:
+def next_counter(folder: Path, stem: str, suffix: str = ".png") -> int:
+    """The number after the highest of ComfyUI-style names {stem}_{counter:05}_{suffix} in folder."""
     pattern = re.compile(re.escape(stem) + r"_(\d+)_" + re.escape(suffix) + "$")
     numbers = [int(m.group(1)) for p in folder.glob(f"{glob_escape(stem)}_*_{suffix}") if (m := pattern.match(p.name))]
     return max(numbers, default=0) + 1
@@ -43,7 +44,7 @@ def save_images(images: torch.Tensor, output_dir: Path, prefix: str, chunks: dic
 
     folder, stem = resolve_prefix(output_dir, prefix)
     folder.mkdir(parents=True, exist_ok=True)
-    counter = _next_counter(folder, stem)
+    counter = next_counter(folder, stem)
     paths = []
     for image in images:
         info = PngInfo()
@@ -109,7 +110,7 @@ def save_latent(samples: torch.Tensor, output_dir: Path, prefix: str, metadata: 
 
     folder, stem = resolve_prefix(output_dir, prefix)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}_{_next_counter(folder, stem, '.latent'):05}_.latent"
+    path = folder / f"{stem}_{next_counter(folder, stem, '.latent'):05}_.latent"
     tensors = {LATENT_KEY: samples.detach().cpu().contiguous(), LATENT_VERSION_KEY: torch.tensor([])}
     atomic_write(path, save(tensors, metadata={k: str(v) for k, v in metadata.items()} or None))
     return path

@@ -21,6 +21,7 @@ from .convert import (
     SDXL_CLIP_L_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
+    clip_to_ldm,
     hf_clip_to_module_names,
     ldm_unet_to_diffusers,
     ldm_vae_to_diffusers,
@@ -187,10 +188,7 @@ def convert_state_dict(sd: Mapping[str, Any], info: CheckpointInfo, cfg: ModelCo
 def _hf_clip(sd: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], set[str]]:
     """A CLIP-L tower stored with Hugging Face names under `prefix` → `text_model.…` names."""
     src = {k: v for k, v in strip_prefix(sd, prefix).items() if not ignored_on_purpose(prefix + k)}
-    text = {
-        (k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k): v
-        for k, v in src.items()
-    }
+    text = clip_to_ldm(src)
     return text, {prefix + k for k in src}
 
 

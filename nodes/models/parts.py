@@ -17,7 +17,7 @@ import torch
 from ..core.values import ClipModel, DiffusionModel
 from . import configs
 from .build import empty_text_encoder, empty_unet, fill
-from .convert import UNET_PREFIX, hf_clip_to_module_names, ldm_unet_to_diffusers, openclip_to_hf
+from .convert import UNET_PREFIX, clip_to_ldm, hf_clip_to_module_names, ldm_unet_to_diffusers, openclip_to_hf
 from .detect import CheckpointInfo, describe_keys, ignored_on_purpose
 from .errors import CheckpointError
 from .files import TensorFile
@@ -102,8 +102,7 @@ def text_encoder_from_state_dict(sd: dict[str, Any], filename: str, *, device: A
         config["num_hidden_layers"] = max(layers) + 1
         text, _ = openclip_to_hf(sd, config["num_hidden_layers"], projection=projected)
     else:
-        text = {(k if k.startswith("text_model.") or k == "text_projection.weight" else "text_model." + k): v
-                for k, v in sd.items()}
+        text = clip_to_ldm(sd)
         if not projected:
             text.pop("text_projection.weight", None)  # CLIP-L files from SDXL carry one; SD 1.x's CLIP has none
     te = empty_text_encoder(config)
