@@ -48,6 +48,9 @@ SIGMAS = define_type("SIGMAS", "#cddc39", "the noise levels to step through, des
 SAMPLER = define_type("SAMPLER", "#ff7043", "a sampling method with its options (euler, dpmpp_2m, …)")
 GUIDER = define_type("GUIDER", "#26a69a", "a model with its conditionings and how their predictions combine (CFG…)")
 NOISE = define_type("NOISE", "#8d6e63", "where the starting noise comes from (a seed, or none)")
+CONTROL_NET = define_type("CONTROL_NET", "#00d78d", "a ControlNet: steers the UNet with a hint image")
+UPSCALE_MODEL = define_type("UPSCALE_MODEL", "#7e57c2",
+                            "a super-resolution model (spandrel ImageModelDescriptor: .model, .scale, .architecture)")
 INT = define_type("INT", "#90a4ae", "integer", widget=True)
 FLOAT = define_type("FLOAT", "#90a4ae", "number", widget=True)
 STRING = define_type("STRING", "#a5d6a7", "text", widget=True)

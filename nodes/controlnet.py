@@ -3,11 +3,10 @@ depth, pose…) through a ControlNet attached to the conditioning."""
 
 from __future__ import annotations
 
-from nodegraph import Float, Link, Node, Output, define_type, register
+from nodegraph import Float, Link, Node, Output, register
 from nodegraph import types as T
 
-CONTROL_NET = define_type("CONTROL_NET", "#00d78d", "a ControlNet: steers the UNet with a hint image")
-NET_IN = Link("control_net", CONTROL_NET, tooltip="the ControlNet (from ControlNetLoader)")
+NET_IN = Link("control_net", T.CONTROL_NET, tooltip="the ControlNet (from ControlNetLoader)")
 HINT_IN = Link("image", T.IMAGE, tooltip="the hint image (edges, depth, pose…) the ControlNet follows")
 STRENGTH = Float("strength", 1.0, min=0.0, max=10.0, step=0.01, tooltip="how strongly the hint steers the image")
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from nodegraph import Choice, Float, Link, Node, NodeInputError, Output, register
 from nodegraph import types as T
-from nodes.controlnet import CONTROL_NET
 from nodes.core.files import ModelFile
-from nodes.upscaling import UPSCALE_MODEL
 
 
 @register
@@ -127,7 +125,7 @@ class UpscaleModelLoader(Node):
     category = "loaders"
     inputs = [ModelFile("model_name", "upscale_models",
                         tooltip="a .safetensors/.pth upscale model in models/upscale_models")]
-    outputs = [Output("UPSCALE_MODEL", UPSCALE_MODEL, "the upscale model, with its scale (×2, ×4…)")]
+    outputs = [Output("UPSCALE_MODEL", T.UPSCALE_MODEL, "the upscale model, with its scale (×2, ×4…)")]
 
     def run(self, ctx, model_name):
         from nodes.imaging.upscale import load_upscale_model
@@ -205,7 +203,7 @@ class ControlNetLoader(Node):
 
     category = "loaders"
     inputs = [ModelFile("control_net_name", "controlnet", tooltip="a ControlNet file in models/controlnet")]
-    outputs = [Output("CONTROL_NET", CONTROL_NET, "the ControlNet, for ControlNetApply")]
+    outputs = [Output("CONTROL_NET", T.CONTROL_NET, "the ControlNet, for ControlNetApply")]
 
     def run(self, ctx, control_net_name):
         from nodes.models.controlnet import load_controlnet
@@ -220,7 +218,7 @@ class DiffControlNetLoader(Node):
     category = "loaders"
     inputs = [Link("model", T.MODEL, tooltip="the model the ControlNet's differences are relative to"),
               ModelFile("control_net_name", "controlnet", tooltip="a difference ControlNet in models/controlnet")]
-    outputs = [Output("CONTROL_NET", CONTROL_NET, "the ControlNet, for ControlNetApply")]
+    outputs = [Output("CONTROL_NET", T.CONTROL_NET, "the ControlNet, for ControlNetApply")]
 
     def run(self, ctx, model, control_net_name):
         from nodes.models.controlnet import load_diff_controlnet

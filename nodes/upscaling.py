@@ -3,11 +3,8 @@ DAT…, loaded by UpscaleModelLoader). Names, inputs and behaviour are ComfyUI's
 
 from __future__ import annotations
 
-from nodegraph import Link, Node, Output, define_type, register
+from nodegraph import Link, Node, Output, register
 from nodegraph import types as T
-
-UPSCALE_MODEL = define_type("UPSCALE_MODEL", "#7e57c2",
-                            "a super-resolution model (spandrel ImageModelDescriptor: .model, .scale, .architecture)")
 
 
 @register
@@ -16,7 +13,7 @@ class ImageUpscaleWithModel(Node):
     overlapping by 32 so large images fit in memory (smaller tiles after running out of memory)."""
 
     category = "image/upscaling"
-    inputs = [Link("upscale_model", UPSCALE_MODEL, tooltip="the model from UpscaleModelLoader"),
+    inputs = [Link("upscale_model", T.UPSCALE_MODEL, tooltip="the model from UpscaleModelLoader"),
               Link("image", T.IMAGE, tooltip="the image(s) to enlarge")]
     outputs = [Output("IMAGE", T.IMAGE, "the enlarged image(s), the model's scale times larger, in 0..1")]
 
