@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,6 @@ class CancelToken:
     """Set from any thread; checked between nodes and at every progress report."""
 
     def __init__(self) -> None:
-        import threading
-
         self._event = threading.Event()
 
     def cancel(self) -> None:

@@ -55,7 +55,7 @@ class UNetCaller:
         self.unet = model.unet
         self.dtype = model.dtype
         self.device = model.device
-        self.model_sampling = model_sampling_for(model)
+        self.model = model
         cfg = getattr(self.unet, "config", None)
         self.text_time = getattr(cfg, "addition_embed_type", None) == "text_time"
 
@@ -79,10 +79,10 @@ class UNetCaller:
         (ComfyUI's control_merge): the UNet's down/mid additional residuals."""
         from ..models.controlnet import residuals
 
+        ms = model_sampling_for(self.model)  # only runs that carry a ControlNet need the sigma table here
         down, mid = None, None
         for hint in control.chain():
-            start = self.model_sampling.percent_to_sigma(hint.start_percent)
-            end = self.model_sampling.percent_to_sigma(hint.end_percent)
+            start, end = ms.percent_to_sigma(hint.start_percent), ms.percent_to_sigma(hint.end_percent)
             if sigma > start or sigma < end:
                 continue
             d, m = residuals(hint.net, x_in, timestep.float(), context.to(x_in.device), hint.hint.to(x_in.device),
