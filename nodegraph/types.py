@@ -51,6 +51,13 @@ NOISE = define_type("NOISE", "#8d6e63", "where the starting noise comes from (a 
 CONTROL_NET = define_type("CONTROL_NET", "#00d78d", "a ControlNet: steers the UNet with a hint image")
 UPSCALE_MODEL = define_type("UPSCALE_MODEL", "#7e57c2",
                             "a super-resolution model (spandrel ImageModelDescriptor: .model, .scale, .architecture)")
+GLIGEN = define_type("GLIGEN", "#9fa8da", "a GLIGEN model: places objects described in words inside boxes of the image")
+CLIP_VISION = define_type("CLIP_VISION", "#a1887f", "a CLIP image encoder (ViT-L/14, ViT-H/14, ViT-bigG/14)")
+CLIP_VISION_OUTPUT = define_type("CLIP_VISION_OUTPUT", "#ad7452",
+                                 "what a CLIP image encoder made of images: hidden states and image embeddings")
+STYLE_MODEL = define_type("STYLE_MODEL", "#c2ffae", "a style model: turns a CLIP image encoding into prompt tokens")
+TRACE = define_type("TRACE", "#ffb74d", "a sampling run recorded step by step (KSamplerTrace): latents, "
+                                        "predictions, updates, attention maps")
 INT = define_type("INT", "#90a4ae", "integer", widget=True)
 FLOAT = define_type("FLOAT", "#90a4ae", "number", widget=True)
 STRING = define_type("STRING", "#a5d6a7", "text", widget=True)

@@ -11,6 +11,8 @@ from . import (  # noqa: F401  (registers the nodes)
     conditioning,
     controlnet,
     custom_sampling,
+    explain_noise,
+    explain_trace,
     image,
     latent,
     loaders,

@@ -1,10 +1,23 @@
 """Conditioning nodes: the tokenizer and the text encoder as two visible stages, the one-node form,
 which CLIP layer to stop at; and ComfyUI's nodes that combine conditionings and place them in the
-image (areas, masks) or in time (timestep ranges), which the sampler honours (nodes/sampling/conds.py)."""
+image (areas, masks) or in time (timestep ranges), which the sampler honours (nodes/sampling/conds.py);
+and the mask and masked image an inpainting model reads (nodes/sampling/concat.py)."""
 
 from __future__ import annotations
 
-from nodegraph import Choice, Float, Int, Link, Node, NodeInputError, NodeOutput, Output, String, register
+from nodegraph import (
+    Bool,
+    Choice,
+    Float,
+    Int,
+    Link,
+    Node,
+    NodeInputError,
+    NodeOutput,
+    Output,
+    String,
+    register,
+)
 from nodegraph import types as T
 
 CLIP_IN = Link("clip", T.CLIP, tooltip="the tokenizer and text encoder (from a checkpoint loader)")
@@ -241,3 +254,129 @@ class ConditioningSetTimestepRange(Node):
 
     def run(self, ctx, conditioning, start, end):
         return _set(conditioning, start_percent=start, end_percent=end)
+
+
+VISION_OUTPUT_IN = Link("clip_vision_output", T.CLIP_VISION_OUTPUT, tooltip="the encoded image (from CLIPVisionEncode)")
+
+
+@register
+class CLIPVisionEncode(Node):
+    """Encode images with a CLIP image encoder (resized to its input size, 224 px): for unCLIP,
+    style models and SDXL revision."""
+
+    category = "conditioning"
+    inputs = [Link("clip_vision", T.CLIP_VISION, tooltip="the CLIP image encoder (from CLIPVisionLoader)"),
+              Link("image", T.IMAGE, tooltip="the image(s) to encode"),
+              Choice("crop", ["center", "none"], tooltip="center: short side to 224 px, then the centre square; "
+                                                         "none: squash the whole image to a square")]
+    outputs = [Output("CLIP_VISION_OUTPUT", T.CLIP_VISION_OUTPUT,
+                      "the image's hidden states and embedding, per image of the batch")]
+
+    def run(self, ctx, clip_vision, image, crop="center"):
+        from nodes.models.clip_vision import encode_image
+
+        return (encode_image(clip_vision, image, crop=crop == "center"),)
+
+
+@register
+class unCLIPConditioning(Node):
+    """Steer an unCLIP model (or SDXL, through revision) with an image: its CLIP embedding joins the
+    prompt. Chain several to mix images."""
+
+    category = "conditioning"
+    inputs = [COND_IN, VISION_OUTPUT_IN,
+              Float("strength", 1.0, min=-10.0, max=10.0, step=0.01, tooltip="how strongly the image steers (0: not at all)"),
+              Float("noise_augmentation", 0.0, min=0.0, max=1.0, step=0.01,
+                    tooltip="noise added to the image embedding: higher keeps less of the image, more variation")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the conditioning with the image embedding attached")]
+
+    def run(self, ctx, conditioning, clip_vision_output, strength, noise_augmentation):
+        from dataclasses import replace
+
+        if strength == 0:
+            return (conditioning,)
+        new = {"clip_vision_output": clip_vision_output, "strength": strength, "noise_augmentation": noise_augmentation}
+        return ([replace(e, extras={**e.extras, "unclip_conditioning": [*e.extras.get("unclip_conditioning", ()), new]})
+                 for e in conditioning],)
+
+
+@register
+class StyleModelApply(Node):
+    """Append a style model's tokens, made from an encoded image, to the prompt (T2I-Adapter style, SD 1.x)."""
+
+    category = "conditioning/style_model"
+    inputs = [COND_IN, Link("style_model", T.STYLE_MODEL, tooltip="the style model (from StyleModelLoader)"),
+              VISION_OUTPUT_IN,
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.001, tooltip="how strongly the style tokens act"),
+              Choice("strength_type", ["multiply", "attn_bias"],
+                     tooltip="multiply: scale the style tokens; attn_bias: an attention bias on them (read by "
+                             "joint-attention models such as Flux; SD UNets ignore it, as in ComfyUI)")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the prompt with the style tokens appended")]
+
+    def run(self, ctx, conditioning, style_model, clip_vision_output, strength, strength_type):
+        from nodes.models.style_model import apply_style, style_tokens
+
+        try:
+            tokens = style_tokens(style_model, clip_vision_output)
+        except ValueError as e:
+            raise NodeInputError("clip_vision_output", f"{e}: encode the image with a CLIP ViT-L/14 CLIP_VISION") from None
+        width = conditioning[0].cond.shape[-1] if conditioning else tokens.shape[-1]
+        if tokens.shape[-1] != width:
+            raise NodeInputError("style_model", f"the style model makes {tokens.shape[-1]}-wide tokens but the prompt's "
+                                 f"are {width}-wide: style models are for SD 1.x (CLIP-L) prompts")
+        return (apply_style(conditioning, tokens, strength, strength_type),)
+
+
+# -- inpainting models ------------------------------------------------------------------------------
+
+
+@register
+class InpaintModelConditioning(Node):
+    """Prepare an inpainting model's inputs: the mask and the image with the masked area greyed out go
+    into both conditionings (an inpainting UNet reads them beside the latent; other UNets ignore them),
+    and the whole image becomes the latent to sample from."""
+
+    category = "conditioning/inpaint"
+    inputs = [Link("positive", T.CONDITIONING, tooltip="what the redrawn area should show"),
+              Link("negative", T.CONDITIONING, tooltip="what it should not show"),
+              Link("vae", T.VAE, tooltip="the autoencoder whose encoder turns pixels into latents"),
+              Link("pixels", T.IMAGE, tooltip="the image to inpaint; sides are cropped to multiples of 8"),
+              Link("mask", T.MASK, tooltip="1 where the image is to be redrawn"),
+              Bool("noise_mask", True, tooltip="also limit sampling to the mask (a noise mask on the latent): "
+                                               "usually better; some models do better without")]
+    outputs = [Output("positive", T.CONDITIONING, "the positive conditioning with the mask and masked image"),
+               Output("negative", T.CONDITIONING, "the negative conditioning with the mask and masked image"),
+               Output("latent", T.LATENT, "the whole image encoded (with the mask as noise mask if asked)")]
+
+    def run(self, ctx, positive, negative, vae, pixels, mask, noise_mask):
+        from nodes.core.values import Latent, conditioning_set_values
+        from nodes.imaging.vae import encode
+        from nodes.sampling.concat import inpaint_model_inputs
+
+        masked, mask = inpaint_model_inputs(pixels, mask, vae.latent_format.downscale)
+        values = {"concat_latent_image": encode(vae, masked, check=ctx.check_cancelled), "concat_mask": mask}
+        latent = Latent(encode(vae, pixels, check=ctx.check_cancelled), noise_mask=mask if noise_mask else None)
+        return (conditioning_set_values(positive, values), conditioning_set_values(negative, values), latent)
+
+
+@register
+class GLIGENTextBoxApply(Node):
+    """GLIGEN: ask for what the text describes inside a box of the image (x, y, width, height in
+    pixels). Chain several for several boxes; works best for objects the prompt also names."""
+
+    category = "conditioning/gligen"
+    inputs = [Link("conditioning_to", T.CONDITIONING, tooltip="the prompt the box is added to"), CLIP_IN,
+              Link("gligen_textbox_model", T.GLIGEN, tooltip="the GLIGEN model (from GLIGENLoader)"),
+              String("text", "", multiline=True, tooltip="what goes in the box, e.g. \"a red car\""),
+              Int("width", 64, min=8, max=MAX_RESOLUTION, step=8, tooltip="the box's width in pixels"),
+              Int("height", 64, min=8, max=MAX_RESOLUTION, step=8, tooltip="the box's height in pixels"),
+              Int("x", 0, min=0, max=MAX_RESOLUTION, step=8, tooltip="the box's left edge in pixels"),
+              Int("y", 0, min=0, max=MAX_RESOLUTION, step=8, tooltip="the box's top edge in pixels")]
+    outputs = [Output("CONDITIONING", T.CONDITIONING, "the prompt with the box, placed while sampling")]
+
+    def run(self, ctx, conditioning_to, clip, gligen_textbox_model, text, width, height, x, y):
+        from nodes.models.gligen import add_text_box, phrase_embedding
+        from nodes.text.embeddings import lookup_for
+
+        pooled = phrase_embedding(clip, text, lookup_for(ctx))
+        return (add_text_box(conditioning_to, gligen_textbox_model, pooled, (height // 8, width // 8, y // 8, x // 8)),)

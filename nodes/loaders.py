@@ -140,13 +140,19 @@ class UNETLoader(Node):
     category = "advanced/loaders"
     inputs = [ModelFile("unet_name", "diffusion_models", tooltip="a UNet-only file in models/diffusion_models (or models/unet)"),
               Choice("weight_dtype", ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
-                     tooltip="storage precision; sdgraph runs SD-family UNets at the run's precision, so all mean default")]
+                     tooltip="how the weights are stored: default at the run's precision; fp8_* keep every "
+                             "linear/conv weight in that 8-bit float (less memory, slightly different pictures) "
+                             "and compute each layer at the run's precision; _fast is the same here (no fp8 "
+                             "matrix multiply)")]
     outputs = [Output("MODEL", T.MODEL, "the denoising UNet and its noise schedule")]
 
     def run(self, ctx, unet_name, weight_dtype):
         from nodes.models.parts import load_unet
+        from nodes.models.weight_storage import STORAGE_DTYPES, store_weights_as
 
-        return (load_unet(ctx.models.path("diffusion_models", unet_name), device=ctx.device, dtype=ctx.dtype),)
+        model = load_unet(ctx.models.path("diffusion_models", unet_name), device=ctx.device, dtype=ctx.dtype)
+        store_weights_as(model.unet, STORAGE_DTYPES[weight_dtype])
+        return (model,)
 
 
 CLIP_FILE_TIP = "a text-encoder file in models/text_encoders (or models/clip)"
@@ -225,3 +231,89 @@ class DiffControlNetLoader(Node):
 
         return (load_diff_controlnet(ctx.models.path("controlnet", control_net_name), model.unet, device=ctx.device,
                                      dtype=ctx.dtype),)
+
+
+@register
+class CLIPVisionLoader(Node):
+    """Load a CLIP image encoder (ViT-L/14, ViT-H/14 or ViT-bigG/14; transformers or OpenCLIP layout)
+    for CLIPVisionEncode: unCLIP, style models and SDXL revision read images through it."""
+
+    category = "loaders"
+    inputs = [ModelFile("clip_name", "clip_vision", tooltip="a CLIP vision .safetensors file in models/clip_vision")]
+    outputs = [Output("CLIP_VISION", T.CLIP_VISION, "the CLIP image encoder")]
+
+    def run(self, ctx, clip_name):
+        from nodes.models.clip_vision import load_clip_vision
+
+        return (load_clip_vision(ctx.models.path("clip_vision", clip_name), device=ctx.device, dtype=ctx.dtype),)
+
+
+@register
+class unCLIPCheckpointLoader(Node):
+    """Load an SD 2.1 unCLIP checkpoint (sd21-unclip-h/-l): the model, text encoder and VAE, plus the
+    CLIP image encoder whose embeddings unCLIPConditioning feeds the model."""
+
+    category = "loaders"
+    inputs = [ModelFile("ckpt_name", "checkpoints", tooltip="an unCLIP .safetensors/.ckpt file in models/checkpoints")]
+    outputs = [*CheckpointLoaderSimple.outputs,
+               Output("CLIP_VISION", T.CLIP_VISION, "the checkpoint's CLIP image encoder, for CLIPVisionEncode")]
+
+    def run(self, ctx, ckpt_name):
+        from dataclasses import replace
+
+        from nodes.imaging.preview import fit_latent_rgb
+        from nodes.models.unclip import load_unclip_checkpoint
+
+        model, clip, vae, vision = load_unclip_checkpoint(ctx.models.path("checkpoints", ckpt_name),
+                                                          device=ctx.device, dtype=ctx.dtype)
+        model.latent_format = replace(model.latent_format, rgb_factors=fit_latent_rgb(vae, model.latent_format))
+        return (model, clip, vae, vision)
+
+
+@register
+class StyleModelLoader(Node):
+    """Load a style model (T2I-Adapter style, SD 1.x) for StyleModelApply."""
+
+    category = "loaders"
+    inputs = [ModelFile("style_model_name", "style_models", tooltip="a style model file in models/style_models")]
+    outputs = [Output("STYLE_MODEL", T.STYLE_MODEL, "the style model")]
+
+    def run(self, ctx, style_model_name):
+        from nodes.models.style_model import load_style_model
+
+        return (load_style_model(ctx.models.path("style_models", style_model_name)),)
+
+
+@register
+class GLIGENLoader(Node):
+    """Load a GLIGEN model: it lets GLIGENTextBoxApply place objects described in words in boxes."""
+
+    category = "loaders"
+    inputs = [ModelFile("gligen_name", "gligen", tooltip="a GLIGEN file (e.g. gligen_sd14_textbox_pruned) in models/gligen")]
+    outputs = [Output("GLIGEN", T.GLIGEN, "the GLIGEN model, for GLIGENTextBoxApply")]
+
+    def run(self, ctx, gligen_name):
+        from nodes.models.gligen import load_gligen
+
+        return (load_gligen(ctx.models.path("gligen", gligen_name), device=ctx.device, dtype=ctx.dtype),)
+
+
+@register
+class HypernetworkLoader(Node):
+    """Add a hypernetwork (the webui's .pt format) to a model: small networks that nudge the keys and
+    values of every attention layer. The input model is left as it was."""
+
+    category = "loaders"
+    inputs = [Link("model", T.MODEL, tooltip="the model to add the hypernetwork to"),
+              ModelFile("hypernetwork_name", "hypernetworks", tooltip="a hypernetwork .pt file in models/hypernetworks"),
+              Float("strength", 1.0, min=-10.0, max=10.0, step=0.01,
+                    tooltip="how much of the hypernetwork's nudge to add (0: none, negative: the opposite)")]
+    outputs = [Output("MODEL", T.MODEL, "the model with the hypernetwork, applied while sampling")]
+
+    def run(self, ctx, model, hypernetwork_name, strength):
+        from nodes.models.hypernetwork import load_hypernetwork
+
+        net = load_hypernetwork(ctx.models.path("hypernetworks", hypernetwork_name),
+                                device=model.device or "cpu", dtype=model.dtype or ctx.dtype)
+        patch = net.attention_patch(strength)
+        return (model.patched(attn1_patch=patch, attn2_patch=patch),)

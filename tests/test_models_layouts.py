@@ -122,11 +122,14 @@ def test_sdxl_is_detected_not_mistaken_for_sd1_or_sd2():
     assert (info.family, info.description, info.context_dim) == ("sdxl", "SDXL", 2048)
 
 
-def test_inpainting_unet_is_refused():
+def test_inpainting_unet_is_recognised_and_instruct_pix2pix_refused():
     shapes = _shapes(manifest_state_dict(FIXTURES / "sd15_manifest.tsv"))
     shapes[UNET_PREFIX + "input_blocks.0.0.weight"] = (320, 9, 3, 3)
-    with pytest.raises(CheckpointError, match=r"inpainting model \(9-channel"):
-        detect_checkpoint(shapes, {}, ZERO_MARKER, "inpaint.safetensors")
+    info = detect_checkpoint(shapes, {}, ZERO_MARKER, "inpaint.safetensors")
+    assert (info.description, info.in_channels) == ("SD 1.x inpainting", 9)  # tests/test_inpaint_model.py: the rest
+    shapes[UNET_PREFIX + "input_blocks.0.0.weight"] = (320, 8, 3, 3)
+    with pytest.raises(CheckpointError, match=r"InstructPix2Pix-style editing model \(8-channel"):
+        detect_checkpoint(shapes, {}, ZERO_MARKER, "ip2p.safetensors")
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,9 @@ class ModelPatches:
     the UNet in ComfyUI's block numbering: `input_block` (h, options) -> h after each input block,
     before or after its skip is saved; `output_block` (h, skip, options) -> (h, skip) before each
     output block joins them; `attn1_replace` maps (block, number, transformer) to a
-    self-attention function (q, k, v, options) -> out.
+    self-attention function (q, k, v, options) -> out. `attn1_patch` / `attn2_patch` (q, k, v,
+    options) -> (q, k, v) change the inputs of every transformer's self- / cross-attention before
+    their projections (ComfyUI's patches of the same names; hypernetworks use them).
     """
 
     sampler_cfg_function: Any = None  # args -> noise prediction (x - denoised); replaces the CFG formula
@@ -89,6 +91,8 @@ class ModelPatches:
     input_block_after_skip: tuple[Any, ...] = ()
     output_block: tuple[Any, ...] = ()
     attn1_replace: tuple[tuple[tuple[str, int, int], Any], ...] = ()
+    attn1_patch: tuple[Any, ...] = ()
+    attn2_patch: tuple[Any, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -96,11 +100,13 @@ class ModelPatches:
 
     @property
     def changes_unet(self) -> bool:
-        return bool(self.input_block or self.input_block_after_skip or self.output_block or self.attn1_replace)
+        return bool(self.input_block or self.input_block_after_skip or self.output_block or self.attn1_replace
+                    or self.attn1_patch or self.attn2_patch)
 
     def add(self, *, sampler_cfg_function: Any = None, post_cfg_function: Any = None,
             disable_cfg1_optimization: bool = False, input_block: Any = None, input_block_after_skip: Any = None,
-            output_block: Any = None, attn1_replace: tuple[tuple[str, int, int], Any] | None = None) -> ModelPatches:
+            output_block: Any = None, attn1_replace: tuple[tuple[str, int, int], Any] | None = None,
+            attn1_patch: Any = None, attn2_patch: Any = None) -> ModelPatches:
         """A copy with one more patch of each kind given (a CFG function replaces the previous one)."""
         def more(current: tuple, item: Any) -> tuple:
             return current if item is None else (*current, item)
@@ -114,6 +120,8 @@ class ModelPatches:
             output_block=more(self.output_block, output_block),
             attn1_replace=more(tuple(kv for kv in self.attn1_replace if attn1_replace is None
                                      or kv[0] != attn1_replace[0]), attn1_replace),
+            attn1_patch=more(self.attn1_patch, attn1_patch),
+            attn2_patch=more(self.attn2_patch, attn2_patch),
         )
 
 

@@ -34,6 +34,20 @@ _CONTEXT_KEY = UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.w
 _UNET_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 _SDXL_LABEL_EMB = UNET_PREFIX + "label_emb.0.0.weight"
 
+# An inpainting UNet reads the noisy latent (4 channels), the mask (1) and the masked image's latent
+# (4), stacked on the channel axis: ComfyUI gives every UNet with more than 4 input channels that
+# concat input, except the 8-channel InstructPix2Pix models, which it handles apart.
+INPAINT_IN_CHANNELS = 9
+_OTHER_IN_CHANNELS = {8: "an InstructPix2Pix-style editing model (8-channel UNet input: latent + source image)"}
+
+
+def unet_input_problem(in_channels: int) -> str | None:
+    """Why a UNet with this many input channels cannot be used here, or None when it can (4 or 9)."""
+    if in_channels in (4, INPAINT_IN_CHANNELS):
+        return None
+    what = _OTHER_IN_CHANNELS.get(in_channels, f"a UNet with {in_channels} input channels")
+    return f"{what}; only text-to-image (4-channel) and inpainting (9-channel) UNets are supported"
+
 
 @dataclass
 class CheckpointInfo:
@@ -45,6 +59,11 @@ class CheckpointInfo:
     context_dim: int | None = None
     sdgraph_config: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    in_channels: int = 4  # the UNet's input: 4 (the latent) or 9 (inpainting: + mask + masked-image latent)
+
+    @property
+    def inpainting(self) -> bool:
+        return self.in_channels == INPAINT_IN_CHANNELS
 
 
 def _has_prefix(names: Sequence[str], prefix: str) -> bool:
@@ -102,8 +121,10 @@ def detect_checkpoint(
 ) -> CheckpointInfo:
     """Decide what `shapes` (name → shape of every tensor in the file) holds; refuse what we can't load.
 
-    Raises CheckpointError for SDXL, inpainting / other non-4-channel UNets, non-checkpoint files
-    (LoRA, VAE, embeddings, ControlNet) and anything unrecognised, naming the file and what was found.
+    Inpainting checkpoints (9-channel UNet input) are recognised in every family and say so in
+    `in_channels` and the description. Raises CheckpointError for UNets with other input widths
+    (InstructPix2Pix…), non-checkpoint files (LoRA, VAE, embeddings, ControlNet) and anything
+    unrecognised, naming the file and what was found.
     """
     names = list(shapes)
     if metadata and SDGRAPH_CONFIG_KEY in metadata:
@@ -119,7 +140,12 @@ def detect_checkpoint(
         pred = config.get("prediction_type", "epsilon")
         if pred not in ("epsilon", "v_prediction"):
             raise CheckpointError(f'"{filename}": unknown prediction_type {pred!r} in sdgraph.config')
-        return CheckpointInfo("sdgraph", pred, "sdgraph model", sdgraph_config=config)
+        in_channels = int(config["unet"].get("in_channels", 4))
+        problem = unet_input_problem(in_channels)
+        if problem:
+            raise CheckpointError(f'"{filename}" is {problem}')
+        desc = "sdgraph inpainting model" if in_channels == INPAINT_IN_CHANNELS else "sdgraph model"
+        return CheckpointInfo("sdgraph", pred, desc, sdgraph_config=config, in_channels=in_channels)
 
     if _UNET_IN not in shapes:
         other = sniff_other_kind(names)
@@ -146,14 +172,21 @@ def detect_checkpoint(
             "a full checkpoint is needed here (UNet-only files are not supported yet)"
         )
     in_channels = int(shapes[_UNET_IN][1])
-    if in_channels != 4:
-        what = {9: "an inpainting model", 8: "an instruct-pix2pix-style model"}.get(
-            in_channels, "a non-standard model"
-        )
-        raise CheckpointError(
-            f'"{filename}" is {what} ({in_channels}-channel UNet input); '
-            "only 4-channel text-to-image checkpoints are supported yet"
-        )
+    problem = unet_input_problem(in_channels)
+    if problem:
+        raise CheckpointError(f'"{filename}" is {problem}')
+    info = _detect_family(shapes, names, get_tensor, filename)
+    if in_channels == INPAINT_IN_CHANNELS:
+        info.in_channels = in_channels
+        head, sep, tail = info.description.partition(" (")  # "SD 2.x (v-prediction)" → "SD 2.x inpainting (…)"
+        info.description = f"{head} inpainting{sep}{tail}"
+    return info
+
+
+def _detect_family(
+    shapes: Mapping[str, Sequence[int]], names: Sequence[str], get_tensor: Callable[[str], Any], filename: str
+) -> CheckpointInfo:
+    """SD 1.x, SD 2.x (ε or v) or the SDXL family, from the text towers and the UNet's context width."""
     if _SDXL_LABEL_EMB in shapes or _has_prefix(names, "conditioner.embedders."):
         return _detect_sdxl(shapes, names, filename)
     context = int(shapes[_CONTEXT_KEY][1]) if _CONTEXT_KEY in shapes else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..core import device as device_policy
 from ..core.values import ClipModel, DiffusionModel, LatentFormat, VaeModel
 from . import configs
 from .build import empty_text_encoder, empty_unet, empty_vae, fill
@@ -28,7 +29,14 @@ from .convert import (
     openclip_to_hf,
     strip_prefix,
 )
-from .detect import CheckpointInfo, detect_checkpoint, ignored_on_purpose, sniff_other_kind
+from .detect import (
+    CheckpointInfo,
+    detect_checkpoint,
+    ignored_on_purpose,
+    sniff_other_kind,
+    unet_input_problem,
+)
+from .clip_vision import UNCLIP_PREFIX
 from .errors import CheckpointError
 from .files import TensorFile, _one_line
 from .sdgraph_format import DIFFUSERS_UNET_PREFIX, DIFFUSERS_VAE_PREFIX
@@ -73,7 +81,7 @@ def configs_for(info: CheckpointInfo, shapes: Mapping[str, Any] | None = None) -
     if info.family in ("sdxl", "sdxl_refiner"):
         return _sdxl_configs(info)
     family_dir = configs.SD15_DIR if info.family == "sd1" else configs.SD21V_DIR
-    unet = configs.component_config(family_dir, "unet")
+    unet = {**configs.component_config(family_dir, "unet"), "in_channels": info.in_channels}  # 9: inpainting
     vae = configs.component_config(family_dir, "vae")
     te = configs.component_config(family_dir, "text_encoder")
     sched = configs.component_config(family_dir, "scheduler")
@@ -108,7 +116,7 @@ def _sdxl_configs(info: CheckpointInfo) -> ModelConfigs:
     big_g = configs.component_config(configs.SDXL_DIR, "text_encoder_2")
     base = info.family == "sdxl"
     return ModelConfigs(
-        unet=configs.component_config(unet_dir, "unet"),
+        unet={**configs.component_config(unet_dir, "unet"), "in_channels": info.in_channels},  # 9: inpainting
         vae=vae,
         text_encoder=configs.component_config(configs.SDXL_DIR, "text_encoder") if base else big_g,
         text_encoder_2=big_g if base else None,
@@ -226,8 +234,9 @@ def _latent_format(vae_config: Mapping[str, Any], scale: float) -> LatentFormat:
 def _package(unet, vae, encoders, cfg: ModelConfigs, name: str, device: Any, dtype: Any):
     fmt = _latent_format(cfg.vae, cfg.latent_scale_factor)
     dev = torch.device(device)
-    vae_dtype = torch.float32 if cfg.vae_upcast and dtype == torch.float16 else dtype
-    if vae_dtype != dtype:  # SDXL's VAE overflows to NaN in fp16 (as diffusers' force_upcast says)
+    # SDXL's VAE overflows to NaN in fp16 (as diffusers' force_upcast says): bf16 or fp32 then.
+    vae_dtype = device_policy.vae_dtype(dev, dtype, cfg.vae_upcast)
+    if vae_dtype != dtype:
         vae.to(dtype=vae_dtype)
     model = DiffusionModel(
         unet=unet,
@@ -271,6 +280,12 @@ def load_checkpoint(
         if (path / "model_index.json").is_file():
             return _load_diffusers_folder(path, device, dtype)
         raise CheckpointError(f'"{path}" is a folder without model_index.json (not a diffusers model folder)')
+    with TensorFile(path) as f:
+        unclip = any(k.startswith(UNCLIP_PREFIX) for k in f.shapes)
+    if unclip:  # as ComfyUI: an unCLIP file loads here too, without its image encoder
+        from .unclip import load_unclip_checkpoint
+
+        return load_unclip_checkpoint(path, device=device, dtype=dtype)[:3]
     with TensorFile(path) as f:
         info = detect_checkpoint(f.shapes, f.metadata, f.get, f.name)
         cfg = configs_for(info, f.shapes)
@@ -320,10 +335,9 @@ def _load_diffusers_folder(path: Path, device: Any, dtype: torch.dtype):
     vae = _from_pretrained("VAE", path / "vae", AutoencoderKL.from_pretrained, torch_dtype=dtype)
     encoders = [_from_pretrained(sub.replace("_", " "), path / sub, cls.from_pretrained, dtype=dtype)
                 for sub, cls in towers]
-    if int(unet.config.in_channels) != 4:
-        raise CheckpointError(
-            f'"{path.name}": {unet.config.in_channels}-channel UNet (inpainting or similar); only 4-channel models are supported yet'
-        )
+    problem = unet_input_problem(int(unet.config.in_channels))
+    if problem:
+        raise CheckpointError(f'"{path.name}" is {problem}')
     sched_file = path / "scheduler" / "scheduler_config.json"
     sched = configs.read_json(sched_file) if sched_file.is_file() else {}
     pad_id = configs.CLIP_EOS_ID

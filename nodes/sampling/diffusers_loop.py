@@ -86,6 +86,12 @@ def run_diffusers_loop(model: DiffusionModel, positive, negative, latent: Latent
                        callback: Callable[[int, int, torch.Tensor, torch.Tensor | None], None] | None = None
                        ) -> torch.Tensor:
     """Returns raw LATENT samples (float32, CPU)."""
+    if getattr(model.unet.config, "in_channels", 4) != model.latent_format.channels:
+        raise NodeInputError("model", "is an inpainting model (its UNet also reads a mask and the masked image); "
+                             "DiffusersSampler runs text-to-image models: sample it with KSampler")
+    if model.patches.active:
+        raise NodeInputError("model", "carries model patches (FreeU, SAG, a hypernetwork…) that diffusers' loop does "
+                             "not apply; sample a patched model with KSampler, or connect the unpatched model")
     scheduler = make_scheduler(model, scheduler_class, sigmas, seed=seed)
     device, dtype = model.device or torch.device("cpu"), model.dtype or torch.float32
     fmt = model.latent_format

@@ -63,6 +63,7 @@ class GuidedDenoiser:
         self.keep_uncond = keep_uncond or self.patches.disable_cfg1_optimization
         self.uncond_denoised: torch.Tensor | None = None
         self.calls = 0
+        self.observer: Any = None  # trace.TraceRecorder while an explain trace records the run
         self._resolved: dict[tuple, dict[str, list[Cond] | None]] = {}
         self._extra: dict[tuple, tuple[Any, list[Cond]]] = {}
         self._contexts: dict[tuple, tuple[list, torch.Tensor]] = {}
@@ -116,10 +117,15 @@ class GuidedDenoiser:
         t = self.model_sampling.timestep(s_b).float()
         kwargs: dict[str, Any] = {}
         if getattr(self.unet_call, "wants_options", False):
-            kwargs["options"] = {"cond_or_uncond": [c.side for c in chunks], "sigmas": sig}
+            kwargs["options"] = {"cond_or_uncond": [c.side for c in chunks], "sigmas": sig,
+                                 "areas": [c.cond.area for c in chunks]}  # where each chunk lies (concat.py)
+        if self.observer is not None:
+            self.observer.unet_call_starting(chunks, b)
         out = self.unet_call(x_in, t, context, [(e, b) for e in entries], latent_hw, **kwargs)
         self.calls += 1
         den = self.model_sampling.calculate_denoised(s_b, out, x_b)
+        if self.observer is not None:
+            self.observer.unet_call_done(chunks, out)
         return [den[j * b:(j + 1) * b] for j in range(n)]
 
     # -- combining ---------------------------------------------------------------------------------
@@ -141,6 +147,8 @@ class GuidedDenoiser:
             result = post({"denoised": result, "cond": cond, "uncond": uncond, "cond_scale": scale,
                            "denoiser": self, "uncond_denoised": uncond_pred, "cond_denoised": cond_pred,
                            "sigma": sig, "input": x})
+        if self.observer is not None:
+            self.observer.guided(x, sig, cond_pred, uncond_pred if uncond else None, result)
         return result
 
 

@@ -23,6 +23,8 @@ import torch
 from nodegraph import UserError
 
 from ..core.values import ConditioningEntry, DiffusionModel, Guider, Latent, SamplerChoice
+from .adm import SAMPLING_SEED, add_unclip_inputs
+from .concat import ConcatInputs, bind_run
 from .guidance import CFGDenoiser, DualCFGDenoiser
 from .model_sampling import ModelSampling
 from .noise import BrownianTreeNoise, GeneratorNoise, prepare_noise
@@ -58,6 +60,7 @@ class UNetCaller:
         self.model = model
         cfg = getattr(self.unet, "config", None)
         self.text_time = getattr(cfg, "addition_embed_type", None) == "text_time"
+        self.concat = ConcatInputs.for_model(model)  # an inpainting UNet's mask and image channels (concat.py)
 
     def __call__(self, x_in: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                  entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
@@ -67,11 +70,13 @@ class UNetCaller:
         if self.text_time:
             kwargs["added_cond_kwargs"] = self.added_conditioning(entries, latent_hw, dtype, x_in.device,
                                                                   self.unet)
+        add_unclip_inputs(kwargs, self, entries, x_in.device, dtype)  # unCLIP's image embedding (adm.py)
         control = entries[0][0].extras.get("control")  # the batch shares one (conds.can_batch)
         if control is not None:
             sigma = float((options or {}).get("sigmas", timestep).reshape(-1)[0])
             kwargs.update(self.control_residuals(control, x_in, timestep, context, sigma, kwargs.get("added_cond_kwargs")))
-        out = self.unet(x_in.to(dtype), timestep.float(), encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
+        x_unet = x_in if self.concat is None else self.concat(x_in, entries, latent_hw, options)  # ControlNets: x_in
+        out = self.unet(x_unet.to(dtype), timestep.float(), encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
         return getattr(out, "sample", out).float()
 
     def control_residuals(self, control, x_in, timestep, context, sigma: float, added) -> dict[str, Any]:
@@ -176,13 +181,15 @@ def sample(model: DiffusionModel, positive: Sequence[ConditioningEntry], negativ
            latent: Latent, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
            denoise: float = 1.0, add_noise: bool = True, start_step: int | None = None, end_step: int | None = None,
            return_with_leftover_noise: bool = False,
-           callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+           callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+           observer: Any = None) -> torch.Tensor:
     """Run ComfyUI's KSampler / KSamplerAdvanced; return raw LATENT samples (float32, CPU).
 
     KSampler is `start_step=end_step=None, add_noise=True`. KSamplerAdvanced maps
     add_noise="enable"/"disable", start_at_step, end_at_step and return_with_leftover_noise directly
     (denoise stays 1.0). `callback(step, total, x, denoised)` runs once per sampler step, in sampler
     space; it may raise to stop sampling (the node's callback raises Interrupted once cancelled).
+    `observer` (a trace.TraceRecorder) records the run step by step without changing it.
     """
     # 1. The noise levels to step through (empty: nothing to do, e.g. denoise 0 or start ≥ end).
     sigmas = sigmas_for(model, scheduler, sampler_name, steps, denoise, start_step=start_step, end_step=end_step,
@@ -192,13 +199,14 @@ def sample(model: DiffusionModel, positive: Sequence[ConditioningEntry], negativ
     # 2. The seed's noise (drawn on the CPU, as ComfyUI does), then the shared sampling run.
     noise = initial_noise(latent.samples, seed, latent.batch_index, add_noise)
     guider = Guider(model, {"positive": list(positive), "negative": list(negative)}, cfg=cfg)
-    samples, _ = run_sampling(guider, SamplerChoice(sampler_name), sigmas, noise, latent, seed=seed, callback=callback)
+    samples, _ = run_sampling(guider, SamplerChoice(sampler_name), sigmas, noise, latent, seed=seed, callback=callback,
+                              observer=observer)
     return samples
 
 
 def run_sampling(guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, noise: torch.Tensor, latent: Latent,
-                 *, seed: int, callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 *, seed: int, callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+                 observer: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample `latent` along `sigmas` from `noise` (raw latent shape, unscaled); return the raw
     LATENT samples and the last step's x0 prediction (raw; None when no step ran), float32, CPU.
 
@@ -223,18 +231,25 @@ def run_sampling(guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, n
     last_x0: list[torch.Tensor] = []
     with torch.inference_mode():
         # 2. The denoiser D(x, σ): UNet + guidance, with the noise mask blended in where there is one.
+        SAMPLING_SEED.set(seed)  # unCLIP's noise augmentation is seeded from it (adm.py)
         denoiser = make_denoiser(guider, ms, spec, latent.noise_mask, latent_image, noise, seed)
         x = ms.noise_scaling(sigmas[0], noise, latent_image, ms.is_max_denoise(sigmas))  # [B, C, h, w]
         # 3. The sampler, fed its step noise (ancestral and SDE methods add fresh noise each step).
         total = len(sigmas) - 1
+        noise_source = step_noise(spec, x, sigmas, seed)
+        if observer is not None:  # an explain trace: it watches the denoiser, the steps and the step noise
+            noise_source = observer.begin(denoiser, noise_source, sigmas, ms, sampler)
 
         def step_callback(i, x_i, denoised):
             last_x0[:] = [denoised]
+            if observer is not None:
+                observer.step(i, x_i, denoised)
             if callback is not None:
                 callback(i, total, x_i, denoised)
 
-        x = spec.fn(denoiser, x, sigmas, callback=step_callback, noise=step_noise(spec, x, sigmas, seed),
-                    **sampler.options)
+        x = spec.fn(denoiser, x, sigmas, callback=step_callback, noise=noise_source, **sampler.options)
+        if observer is not None:
+            observer.end(x)
     samples = model.latent_format.from_sampler(x.to(torch.float32)).cpu()
     x0 = model.latent_format.from_sampler(last_x0[0].to(torch.float32)).cpu() if last_x0 else None
     return samples, x0
@@ -247,12 +262,13 @@ def initial_noise(raw: torch.Tensor, seed: int, batch_index: list[int] | None, a
     return torch.zeros(raw.size(), dtype=raw.dtype, layout=raw.layout, device="cpu")
 
 
-def unet_caller(model: DiffusionModel) -> Callable:
+def unet_caller(model: DiffusionModel, conds: dict[str, Sequence[ConditioningEntry] | None] | None = None) -> Callable:
     """How the denoiser calls the MODEL's UNet: directly, or through the block walk that applies the
-    MODEL's UNet patches (FreeU, Deep Shrink, SAG's attention) on the way."""
-    if model.patches.changes_unet:
-        from .unet_patched import PatchedUNetCaller
+    MODEL's UNet patches (FreeU, Deep Shrink, SAG's attention, hypernetworks) and the conditioning's
+    GLIGEN boxes on the way."""
+    from .unet_patched import PatchedUNetCaller, has_gligen
 
+    if model.patches.changes_unet or has_gligen(conds):
         return PatchedUNetCaller(model)
     return UNetCaller(model)
 
@@ -260,7 +276,7 @@ def unet_caller(model: DiffusionModel) -> Callable:
 def guided_denoiser(guider: Guider, ms: ModelSampling, keep_uncond: bool = False):
     """The guider's D(x, σ) around its MODEL's UNet."""
     model, conds = guider.model, guider.conds
-    caller = unet_caller(model)
+    caller = unet_caller(model, conds)
     if guider.kind == "dual":
         return DualCFGDenoiser(caller, ms, conds["positive"], conds["middle"], conds["negative"], guider.cfg,
                                guider.cfg2, nested=guider.nested, keep_uncond=keep_uncond, patches=model.patches)
@@ -272,9 +288,10 @@ def make_denoiser(guider: Guider, ms: ModelSampling, spec: SamplerSpec, noise_ma
                   latent_image: torch.Tensor, noise: torch.Tensor, seed: int):
     """The guided denoiser; with a noise mask, the unmasked area follows the input latent."""
     denoiser: Any = guided_denoiser(guider, ms, keep_uncond=spec.needs_uncond)
-    if noise_mask is None:
+    mask = None if noise_mask is None else _prepare_mask(noise_mask, noise.shape, noise.device)
+    bind_run(denoiser.unet_call, latent_image, mask)  # an inpainting UNet's stand-ins for entries without their own
+    if mask is None:
         return denoiser
-    mask = _prepare_mask(noise_mask, noise.shape, noise.device)
     inpaint_noise = noise
     if spec.inpaint_random_noise:
         g = torch.manual_seed(seed + 1)

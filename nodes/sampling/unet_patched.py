@@ -1,15 +1,22 @@
 """A diffusers UNet walked block by block in ComfyUI's numbering, so a patched MODEL's UNet patches
-apply on the way (FreeU, Deep Shrink, SAG's attention) without changing the shared UNet.
+apply on the way (FreeU, Deep Shrink, SAG's attention, hypernetworks) without changing the shared
+UNet, together with what the conditioning brings (ControlNet residuals, GLIGEN's boxes).
 
 ComfyUI numbers the SD UNet as input blocks (conv_in = 0, then each resnet(+attention) layer and each
 downsampler), one middle block, and output blocks (each resnet(+attention) layer, the last of a
 level with its upsampler). diffusers groups the same modules by level; `forward_with_patches` calls
 them in the same order as `UNet2DConditionModel.forward`, so with no patches the numbers are the same.
+
+Inside each transformer block the order is ComfyUI's: attn1_patch (on self-attention's inputs),
+self-attention (or its attn1_replace), the residual, middle_patch (GLIGEN), attn2_patch, cross-
+attention. The attention patches wrap each attention's current processor for one call (whatever it
+is: the default, a replacement, an observer's), and the UNet's own processors come back after.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,33 +25,66 @@ import torch
 from nodegraph import UserError
 
 from ..core.values import ConditioningEntry, DiffusionModel, ModelPatches
+from .adm import add_unclip_inputs
 from .ksampler import UNetCaller
+
+log = logging.getLogger(__name__)
 
 
 class PatchedUNetCaller(UNetCaller):
-    """UNetCaller for a MODEL with UNet patches: the same inputs, the block walk below."""
+    """UNetCaller for a MODEL with UNet patches (or a conditioning with GLIGEN boxes): the same
+    inputs, the block walk below."""
 
     wants_options = True  # the denoiser passes cond_or_uncond and sigmas (ComfyUI's transformer_options)
 
     def __init__(self, model: DiffusionModel):
         super().__init__(model)
         self.patches = model.patches
+        self._widths: dict[tuple[str, int], int] | None = None
 
     def __call__(self, x_in: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                  entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
                  options: dict[str, Any] | None = None) -> torch.Tensor:
         dtype = self.dtype or x_in.dtype
-        added = None
+        kwargs: dict[str, Any] = {}
         if self.text_time:
-            added = self.added_conditioning(entries, latent_hw, dtype, x_in.device, self.unet)
-        if any(entry.extras.get("control") is not None for entry, _n in entries):
-            raise UserError("a ControlNet cannot yet be combined with UNet patches (FreeU, SAG, Deep Shrink) "
-                            "here: apply the patch or the ControlNet, not both")
+            kwargs["added_cond_kwargs"] = self.added_conditioning(entries, latent_hw, dtype, x_in.device, self.unet)
+        add_unclip_inputs(kwargs, self, entries, x_in.device, dtype)  # unCLIP's image embedding (adm.py)
+        added = kwargs.get("added_cond_kwargs")
         opts = dict(options or {})
-        with attn1_replaced(self.unet, self.patches, opts):
-            out = forward_with_patches(self.unet, x_in.to(dtype), timestep.float(), context.to(x_in.device, dtype),
-                                       added, self.patches, opts)
+        # 1. ControlNet residuals from the plain input (ControlNets never see the patches), as UNetCaller.
+        control = entries[0][0].extras.get("control")  # the batch shares one (conds.can_batch)
+        residuals = None
+        if control is not None:
+            sigma = float(opts.get("sigmas", timestep).reshape(-1)[0])
+            found = self.control_residuals(control, x_in, timestep, context, sigma, added)
+            if found:
+                residuals = (found["down_block_additional_residuals"], found["mid_block_additional_residual"])
+        # 2. GLIGEN's middle patch for the entries with boxes, sized to this call's (crop of the) latent.
+        middle = self.gligen_patch(entries, tuple(x_in.shape[-2:]), x_in.device)
+        x_unet = x_in if self.concat is None else self.concat(x_in, entries, latent_hw, options)  # inpainting UNets
+        with attn1_replaced(self.unet, self.patches, opts), attention_inputs_patched(self.unet, self.patches, opts), \
+                middle_patched(self.unet, middle, opts):
+            out = forward_with_patches(self.unet, x_unet.to(dtype), timestep.float(), context.to(x_in.device, dtype),
+                                       added, self.patches, opts, control=residuals, middle=middle is not None,
+                                       class_labels=kwargs.get("class_labels"))
         return out.float()
+
+    def gligen_patch(self, entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
+                     device: Any) -> Callable | None:
+        if not any(entry.extras.get("gligen") is not None for entry, _n in entries):
+            return None
+        from ..models.gligen import middle_patch
+
+        if self._widths is None:
+            self._widths = {place: int(t.transformer_blocks[0].attn1.to_q.in_features)
+                            for place, t in transformer_map(self.unet).items()}
+        return middle_patch(entries, latent_hw, device, self._widths)
+
+
+def has_gligen(conds: dict[str, Sequence[ConditioningEntry] | None] | None) -> bool:
+    """Does any conditioning carry GLIGEN boxes (which only the block walk applies)?"""
+    return any(e.extras.get("gligen") is not None for side in (conds or {}).values() if side for e in side)
 
 
 def _layers(block) -> list[tuple[Any, Any]]:
@@ -118,14 +158,121 @@ def attn1_replaced(unet, patches: ModelPatches, options: dict[str, Any]) -> Iter
             attn.set_processor(processor)
 
 
+class _PatchedInputs:
+    """An attention processor around another: ComfyUI's attn1_patch / attn2_patch functions
+    (q_in, k_in, v_in, options) -> (q_in, k_in, v_in) change what the projections read, then the
+    wrapped processor runs as usual. A changed key or value input reaches to_k / to_v through a
+    forward pre-hook held only for this call, so any processor composes (k and v may now differ)."""
+
+    def __init__(self, inner, fns: Sequence[Callable], options: dict[str, Any], place: tuple[str, int], index: int):
+        self.inner, self.fns, self.options, self.place, self.index = inner, fns, options, place, index
+
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        encoder_hidden_states = kwargs.get("encoder_hidden_states", args[0] if args else None)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        options = {**self.options, "block": self.place, "block_index": self.index, "n_heads": attn.heads,
+                   "dim_head": attn.inner_dim // attn.heads}
+        q_in, k_in, v_in = hidden_states, context, context
+        for fn in self.fns:
+            q_in, k_in, v_in = fn(q_in, k_in, v_in, options)
+        hooks = []
+        try:
+            for layer, given in ((attn.to_k, k_in), (attn.to_v, v_in)):
+                if given is not context:
+                    hooks.append(layer.register_forward_pre_hook(lambda _m, _a, t=given: (t,)))
+            return self.inner(attn, q_in, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
+@contextmanager
+def attention_inputs_patched(unet, patches: ModelPatches, options: dict[str, Any]) -> Iterator[None]:
+    """Every transformer block's self-attention (attn1_patch) and cross-attention (attn2_patch)
+    gets its input patches for one call, around the processor it has now."""
+    if not (patches.attn1_patch or patches.attn2_patch):
+        yield
+        return
+    swapped = []
+    try:
+        for place, transformer in transformer_map(unet).items():
+            for index, block in enumerate(transformer.transformer_blocks):
+                for attn, fns in ((block.attn1, patches.attn1_patch), (getattr(block, "attn2", None), patches.attn2_patch)):
+                    if attn is None or not fns:
+                        continue
+                    swapped.append((attn, attn.processor))
+                    attn.set_processor(_PatchedInputs(attn.processor, fns, options, place, index))
+        yield
+    finally:
+        for attn, processor in reversed(swapped):
+            attn.set_processor(processor)
+
+
+class _MiddleCall:
+    """Stands in for a transformer block's GLIGEN fuser (diffusers calls `block.fuser(x, objs)` between
+    self- and cross-attention when the block gets gligen kwargs): ComfyUI's middle_patch there."""
+
+    def __init__(self, patch: Callable, options: dict[str, Any], place: tuple[str, int], transformer_index: int,
+                 index: int):
+        self.patch, self.options = patch, options
+        self.where = {"block": place, "transformer_index": transformer_index, "block_index": index}
+
+    def __call__(self, x: torch.Tensor, _objs: Any) -> torch.Tensor:
+        return self.patch(x, {**self.options, **self.where})
+
+
+@contextmanager
+def middle_patched(unet, patch: Callable | None, options: dict[str, Any]) -> Iterator[None]:
+    """ComfyUI's middle_patch (x, options) -> x in every transformer block for one call, told its
+    transformer by options["block"] (and "transformer_index": the transformers counted in the
+    order they run). The walk must pass MIDDLE_KWARGS to the transformers for it to act."""
+    if patch is None:
+        yield
+        return
+    placed = []
+    try:
+        for transformer_index, (place, transformer) in enumerate(transformer_map(unet).items()):
+            for index, block in enumerate(transformer.transformer_blocks):
+                if hasattr(block, "fuser"):
+                    raise UserError("this UNet has GLIGEN layers of its own; load a plain SD UNet to use a GLIGEN model")
+                block.fuser = _MiddleCall(patch, options, place, transformer_index, index)
+                placed.append(block)
+        yield
+    finally:
+        for block in placed:
+            del block.fuser
+
+
+MIDDLE_KWARGS = {"gligen": {"objs": None}}  # makes diffusers' transformer blocks call `fuser` (see _MiddleCall)
+
+
+def _add_control(h: torch.Tensor, residual: torch.Tensor | None, where: str) -> torch.Tensor:
+    """h + a ControlNet residual; one of another size (Deep Shrink resized h) is left out with a
+    warning, as ComfyUI's apply_control does."""
+    if residual is None:
+        return h
+    if residual.shape != h.shape:
+        log.warning("ControlNet residual for the %s not applied: it is %s, the UNet's features %s",
+                    where, tuple(residual.shape), tuple(h.shape))
+        return h
+    return h + residual
+
+
 def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
-                         added_cond_kwargs: dict | None, patches: ModelPatches, options: dict[str, Any]) -> torch.Tensor:
-    """UNet2DConditionModel.forward, module by module, with ComfyUI's block patches applied."""
+                         added_cond_kwargs: dict | None, patches: ModelPatches, options: dict[str, Any], *,
+                         control: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None, middle: bool = False,
+                         class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """UNet2DConditionModel.forward, module by module, with ComfyUI's block patches applied.
+
+    `control`: ControlNet (down residuals, mid residual); as ComfyUI, each skip takes its residual
+    when the output blocks pop it (before the output-block patches see it), the middle block's output
+    the mid one. `middle`: the transformers get MIDDLE_KWARGS (see middle_patched).
+    `class_labels`: unCLIP's image embedding, for UNets with a class embedding."""
     # 1. Time embedding (plus SDXL's pooled-text/size embedding), as diffusers computes it.
     if unet.config.center_input_sample:
         sample = 2 * sample - 1.0
     emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), None)
-    class_emb = unet.get_class_embed(sample=sample, class_labels=None)
+    class_emb = unet.get_class_embed(sample=sample, class_labels=class_labels)
     if class_emb is not None:
         emb = emb + class_emb
     aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs or {})
@@ -135,8 +282,14 @@ def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, con
         emb = unet.time_embed_act(emb)
     context = unet.process_encoder_hidden_states(encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs)
 
+    transformer_kwargs = MIDDLE_KWARGS if middle else None
+    down_residuals = list(control[0]) if control is not None else []
+    mid_residual = control[1] if control is not None else None
+
     def attend(attn, h):
-        return h if attn is None else attn(h, encoder_hidden_states=context, return_dict=False)[0]
+        if attn is None:
+            return h
+        return attn(h, encoder_hidden_states=context, cross_attention_kwargs=transformer_kwargs, return_dict=False)[0]
 
     # 2. Input blocks: after each, its patches, the skip saved, then the after-skip patches.
     skips: list[torch.Tensor] = []
@@ -170,6 +323,7 @@ def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, con
         for attn, resnet in zip(getattr(mid, "attentions", None) or [None] * (len(mid.resnets) - 1), mid.resnets[1:],
                                 strict=True):
             h = resnet(attend(attn, h), emb)
+    h = _add_control(h, mid_residual, "middle block")
 
     # 4. Output blocks: patches see h and its skip before they are joined; a level's last block
     # upsamples to the size of the next skip (which Deep Shrink may have changed).
@@ -179,6 +333,8 @@ def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, con
         for j, (resnet, attn) in enumerate(layers):
             options["block"] = ("output", number)
             skip = skips.pop()
+            if down_residuals:
+                skip = _add_control(skip, down_residuals.pop(), f"skip of output block {number}")
             for p in patches.output_block:
                 h, skip = p(h, skip, options)
             h = attend(attn, resnet(torch.cat([h, skip], dim=1), emb))
