@@ -50,7 +50,7 @@ def test_images_preview_inline_and_land_in_the_gallery(qtbot, window):
     wait_job(qtbot, job)
     assert job.status == "ok"
     assert previews == [(1, True), (2, True), (3, True), (4, True)]  # live preview on the node, per step
-    assert window.scene.nodes[g].image is None  # and gone once the node is done: the result is on the save node
+    assert window.scene.nodes[g].image is not None  # and it stays once the node is done (Explain mode, issue 13)
     assert window.scene.nodes[s].image is not None and window.scene.nodes[s].image.width() == 128
     assert len(window.gallery.paths()) == 1
     saved = window.gallery.save_as(window.gallery.paths()[0], str(window.editor.env.paths.output / "copy.png"))

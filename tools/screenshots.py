@@ -7,12 +7,15 @@
 
 Writes editor_after_run.png, node_search.png and error_state.png; with --real also
 comfyui_workflow.png, a ComfyUI workflow as users share it (groups, notes, primitives), opened from
-the shared test fixtures (--comfy-workflow picks another).
+the shared test fixtures (--comfy-workflow picks another); with --real --run also trace_panel.png,
+the trace panel after a KSamplerTrace run (the first workflows/explain_*.json that has one, else the
+default workflow with its KSampler swapped for a KSamplerTrace), one token's heatmap shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -74,6 +77,63 @@ def _first_of(window, *types: str) -> str | None:
             if node.type == type_name:
                 return nid
     return None
+
+
+def trace_workflow(default: Path, workdir: Path) -> Path:
+    """A workflow with a KSamplerTrace: the first explainer workflow that has one, else `default`
+    with its KSampler made a KSamplerTrace that names the attention maps by the prompt's words."""
+    for path in sorted((REPO / "workflows").glob("explain_*.json")):
+        if '"KSamplerTrace"' in path.read_text(encoding="utf-8"):
+            return path
+    data = json.loads(default.read_text(encoding="utf-8"))
+    for node in data["nodes"].values():
+        if node["type"] == "KSampler":
+            node["type"] = "KSamplerTrace"
+            # the positive prompt's encoder reads CLIPTokenize's TOKENS: the trace takes them too
+            encoder = data["nodes"].get(node["links"].get("positive", [None])[0], {})
+            if "tokens" in encoder.get("links", {}):
+                node["links"]["tokens"] = encoder["links"]["tokens"]
+    path = workdir / "trace.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def trace_shot(app, window, path: Path, out: Path) -> bool:
+    """Run a KSamplerTrace workflow; show the trace panel at a middle step with the heatmap of the
+    prompt word that steers the most, hovered where it is strongest."""
+    from PySide6.QtCore import Qt
+
+    if not window.open_path(str(path), ask=False):
+        print(f"cannot open {path}: {window.statusBar().currentMessage()}", file=sys.stderr)
+        return False
+    job = window.run()
+    wait(app, lambda: job.finished, 900)
+    panel = window.trace_panel
+    if job.status != "ok" or panel.view is None:
+        print(f"the trace run did not succeed: {job.status} {job.message}", file=sys.stderr)
+        return False
+    window.problems_dock.hide()
+    window.trace_dock.show()
+    window.trace_dock.raise_()
+    window.resizeDocks([window.trace_dock], [400], Qt.Vertical)
+    tokens = panel.view.get("tokens") or []
+    panel.show_word("circle") or (tokens and panel.show_token(0))
+    panel.slider.setValue(len(panel.view.get("steps") or []) // 2)
+    values = panel.heat_values()
+    if values is not None:
+        y, x = divmod(int(values.argmax()), values.shape[1])
+        panel.heatmap.hover = (y, x)
+        panel.hover_at(y, x)
+        panel.heatmap.update()
+    nid = panel.node_id
+    window.scene.clearSelection()
+    if nid in window.scene.nodes:
+        window.scene.nodes[nid].setSelected(True)
+    wait(app, lambda: False, 0.3)
+    window.view.fit_all()
+    wait(app, lambda: False, 0.3)
+    window.grab().save(str(out / "trace_panel.png"))
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     wait(app, lambda: False, 0.3)
     window.grab().save(str(out / "error_state.png"))
     names = ["editor_after_run", "node_search", "error_state"] + (["comfyui_workflow"] if args.real else [])
+    if args.real and args.run:
+        if not trace_shot(app, window, trace_workflow(Path(args.workflow), workdir), out):
+            return 1
+        names.append("trace_panel")
     for name in names:
         print(out / f"{name}.png")
     window.close()

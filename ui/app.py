@@ -88,6 +88,8 @@ def main(workflow: str | None, env, packages: list[str], *, models_dir_given: bo
         restored = False if probe else window.offer_restore()
         if workflow and not restored:
             window.open_path(str(workflow), ask=False)
+        elif not restored and not probe:
+            window.open_first_start()
         if probe:
             print(f"sdgraph-ready-ms {(process_age_s() or 0) * 1000:.0f} nodes={len(REGISTRY.names())}", flush=True)
         if probe == "warm":

@@ -18,7 +18,10 @@ from PySide6.QtWidgets import (
     QProgressBar,
 )
 
+from nodegraph import WorkflowError
+
 from . import files
+from . import help as help_pages
 from .documents import DocumentMixin
 from .editor import CLIP_MIME, Editor
 from .panels import GalleryPanel, ProblemsPanel, QueuePanel
@@ -26,6 +29,7 @@ from .run_view import RunView
 from .runner import Runner
 from .scene import GraphScene
 from .search import NodeSearch
+from .trace_panel import TracePanel
 from .view import GraphView
 from .warmup import Warmup
 
@@ -64,6 +68,8 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.scene.canvas_menu_requested.connect(self._canvas_menu)
         self.scene.node_menu_requested.connect(self._node_menu)
         self.scene.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        self.scene.token_clicked.connect(self.token_clicked)
+        self.scene.selectionChanged.connect(self._selection_changed)
         self.view.search_key.connect(lambda p: self.open_search(p, None))
         self.view.files_dropped.connect(self.files_dropped)
         self.search.chosen.connect(self._search_chosen)
@@ -93,6 +99,14 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.resizeDocks([self.queue_dock, self.gallery_dock], [200, 520], Qt.Vertical)
         self.resizeDocks([self.queue_dock], [300], Qt.Horizontal)
         self.resizeDocks([self.problems_dock], [110], Qt.Vertical)
+        # what a KSamplerTrace node recorded: shown (and raised) when one has run
+        self.trace_panel = TracePanel()
+        self.trace_dock = QDockWidget("Trace", self)
+        self.trace_dock.setObjectName("TraceDock")
+        self.trace_dock.setWidget(self.trace_panel)
+        self.addDockWidget(Qt.BottomDockWidgetArea, self.trace_dock)
+        self.tabifyDockWidget(self.problems_dock, self.trace_dock)
+        self.trace_dock.hide()
 
     def _build_status(self) -> None:
         self.progress_label = QLabel("Ready")
@@ -161,7 +175,8 @@ class MainWindow(DocumentMixin, QMainWindow):
         self._act(v, "Zoom &Out", lambda: self.view.set_zoom(self.view.zoom / 1.2), QKeySequence.ZoomOut)
         self._act(v, "Actual Size", lambda: self.view.set_zoom(1.0), "Ctrl+0")
         v.addSeparator()
-        for dock, key in ((self.queue_dock, "Ctrl+1"), (self.gallery_dock, "Ctrl+2"), (self.problems_dock, "Ctrl+3")):
+        for dock, key in ((self.queue_dock, "Ctrl+1"), (self.gallery_dock, "Ctrl+2"), (self.problems_dock, "Ctrl+3"),
+                          (self.trace_dock, "Ctrl+4")):
             act = dock.toggleViewAction()
             act.setShortcut(QKeySequence(key))
             v.addAction(act)
@@ -170,8 +185,18 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.cancel_action = self._act(r, "&Cancel Run", self.cancel, "Ctrl+.")
         self.cancel_action.setEnabled(False)
         self._act(r, "&Validate", lambda: self.run_view.validate_now(), "F7")
+        self.explain_menu = mb.addMenu("E&xplain")
+        self.explain_menu.aboutToShow.connect(self.rebuild_explain_menu)
+        self.rebuild_explain_menu()
         s = mb.addMenu("&Settings")
         self._act(s, "Model Folder…", self.choose_models_dir, "Ctrl+,").setEnabled(self.has_models_dir())
+        h = mb.addMenu("&Help")
+        for text, name in help_pages.EXPLAINER_PAGES:
+            self._act(h, text + "…", lambda n=name: self.open_doc(n),
+                      tip=f"docs/{name}: the pipeline step by step, with the Explain workflows")
+        h.addSeparator()
+        self._act(h, "Node Reference…", self.open_node_reference, "F1",
+                  tip="What each node does, its inputs and outputs (F1: the selected node's)")
         tb = self.addToolBar("Main")
         tb.setObjectName("MainToolbar")
         tb.setMovable(False)
@@ -184,6 +209,96 @@ class MainWindow(DocumentMixin, QMainWindow):
             button_act.setToolTip(f"{text} ({act.shortcut().toString()})")
             button_act.setEnabled(enabled)
             signal.connect(button_act.setEnabled)
+
+    # -- explain & help -----------------------------------------------------------------------------
+    def rebuild_explain_menu(self) -> None:
+        """One entry per workflows/explain_*.json there is now (new lessons need no code)."""
+        menu = self.explain_menu
+        menu.clear()
+        paths = help_pages.explain_workflows()
+        for path in paths:
+            act = menu.addAction(help_pages.workflow_title(path))
+            act.setStatusTip(str(path))
+            act.setData(str(path))
+            act.triggered.connect(lambda _c=False, p=path: self.open_copy(p))
+        if not paths:
+            menu.addAction("(no explainer workflows in workflows/)").setEnabled(False)
+        menu.addSeparator()
+        menu.addAction("Show the Trace Panel", lambda: (self.trace_dock.show(), self.trace_dock.raise_()))
+        menu.addAction("How Stable Diffusion Works…", lambda: self.open_doc(help_pages.EXPLAINER_PAGES[0][1]))
+
+    def open_doc(self, name: str) -> help_pages.DocViewer:
+        viewer = help_pages.DocViewer(help_pages.DOCS / name, self)
+        viewer.setAttribute(Qt.WA_DeleteOnClose)
+        viewer.show()
+        self.doc_viewer = viewer
+        return viewer
+
+    def open_node_reference(self, type_name: str | None = None) -> help_pages.NodeReference:
+        """The node reference, at `type_name` or the selected node's type."""
+        ref = help_pages.NodeReference(self.editor.registry, self)
+        ref.setAttribute(Qt.WA_DeleteOnClose)
+        selected = self.scene.selected_nodes()
+        type_name = type_name or (selected[0].node.type if selected else None)
+        if not (type_name and ref.select(type_name)) and ref.list.count():
+            ref.list.setCurrentRow(0)
+        ref.show()
+        self.node_reference = ref
+        return ref
+
+    def open_copy(self, path: Path, *, ask: bool = True) -> bool:
+        """A shipped workflow (an explainer, the default) as an unsaved copy: the learner's edits and
+        Ctrl+S never overwrite the file in workflows/ (saving asks for a name)."""
+        if ask and not self.maybe_keep_work():
+            return False
+        try:
+            graph, _fmt = files.read(str(path), self.editor.registry, self.editor.env)
+        except (WorkflowError, OSError, ValueError) as e:
+            if ask:
+                self.show_error("Cannot open workflow", f"{path}: {e}")
+            return False
+        self._set_document(graph, None)
+        self.statusBar().showMessage(f"{help_pages.workflow_title(Path(path))} — a copy of {Path(path).name}: "
+                                     "press Ctrl+Enter to run it", 10000)
+        return True
+
+    def open_first_start(self) -> bool:
+        """On the very first start (nothing named, nothing to restore): the default workflow, as an
+        unsaved copy (workflows/default.json stays as shipped)."""
+        s = files.settings()
+        if s.value("first_start_done", False, type=bool):
+            return False
+        s.setValue("first_start_done", True)
+        s.sync()
+        return self.open_copy(help_pages.WORKFLOWS / "default.json", ask=False)
+
+    # -- trace --------------------------------------------------------------------------------------
+    def show_trace(self, node_id: str, view: dict | None = None) -> None:
+        """Show a KSamplerTrace node's trace (a new one when `view` is given) in the Trace dock."""
+        if view is not None:
+            self.trace_panel.add_trace(node_id, view)
+        elif not self.trace_panel.show_trace(node_id):
+            return
+        self.trace_dock.show()
+        self.trace_dock.raise_()
+
+    def token_clicked(self, node_id: str, word: str, position: int) -> None:
+        """A token clicked in CLIPTokenize's list: its heatmap in the trace panel."""
+        if not self.trace_panel.traces:
+            self.statusBar().showMessage("Run a KSamplerTrace node to see where each token steered the picture",
+                                         6000)
+            return
+        if self.trace_panel.view is None:
+            self.trace_panel.show_trace(next(reversed(self.trace_panel.traces)))
+        self.trace_dock.show()
+        self.trace_dock.raise_()
+        if self.trace_panel.show_word(word, position):
+            self.statusBar().showMessage(f"Trace: where “{word}” steered the picture", 4000)
+
+    def _selection_changed(self) -> None:
+        ids = self.scene.selected_ids()
+        if len(ids) == 1 and ids[0] in self.trace_panel.traces and ids[0] != self.trace_panel.node_id:
+            self.show_trace(ids[0])
 
     def _clean_changed(self, _clean: bool) -> None:
         self.update_title()

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QComboBox, QGraphicsItem, QGraphicsProxyWidget, QL
 from . import theme
 from .edge_item import SocketItem
 from .editor import AFTER_RUN_MODES, has_after_run_control
+from .trace_panel import token_spans
 from .widgets import input_tooltip, make_field, output_tooltip
 
 TITLE_H = 26.0
@@ -51,6 +52,7 @@ class NodeItem(QGraphicsItem):
         self.height = TITLE_H
         self.body_bottom = TITLE_H
         self._title_editor = None
+        self._hover_token: tuple[int, int] | None = None  # (wrapped line, token) under the mouse
         self.rebuild(node)
 
     # -- model → item -------------------------------------------------------------------------
@@ -148,13 +150,18 @@ class NodeItem(QGraphicsItem):
                 width = max(width, max(80.0, self._label_width()) + field + PAD)
         return min(MAX_AUTO_WIDTH, float(math.ceil(width / 10) * 10))
 
-    def _layout_extra(self) -> None:
-        self.prepareGeometryChange()
+    def _result_top(self) -> float:
+        """Where the text result starts: below the values and the image."""
         y = self.body_bottom
         if self.image is not None:
             w = self.width - 2 * PAD
             y += min(320.0, w * self.image.height() / max(1, self.image.width())) + 8
-        self.result_lines = self._wrap(self.text_result, 6)
+        return y
+
+    def _layout_extra(self) -> None:
+        self.prepareGeometryChange()
+        y = self._result_top()
+        self.result_lines = self._wrap(self.text_result, 14 if self._outputs_tokens() else 6)  # a whole prompt
         self.message_lines = self._wrap(self.message, 8)
         if self.result_lines:
             y += self._lines_height(self.result_lines) + 8
@@ -304,11 +311,8 @@ class NodeItem(QGraphicsItem):
         self._layout_extra()
 
     def finished(self) -> None:
-        """The node ran to its end: a live preview has served its purpose (the result shows on the
-        output nodes; a coarse latent preview left behind would only disagree with it)."""
-        if self.image_is_preview:
-            self.image, self.image_is_preview = None, False
-            self._layout_extra()
+        """The node ran to its end: its last live preview stays (what the sampler made, before the VAE
+        decodes it), until a thumbnail of the node's own IMAGE output or the next run's preview."""
 
     def _update_tooltip(self) -> None:
         lines = [f"{self.title()} — {self.node.type} (node {self.node_id})"]
@@ -403,7 +407,10 @@ class NodeItem(QGraphicsItem):
             src_ratio = self.image.width() / max(1, self.image.height())
             if w / h > src_ratio:  # letterbox inside target
                 target = QRectF(PAD + (w - h * src_ratio) / 2, y, h * src_ratio, h)
+            painter.save()
+            painter.setRenderHint(painter.RenderHint.SmoothPixmapTransform)  # a small preview, scaled up smoothly
             painter.drawImage(target, self.image)
+            painter.restore()
             if self.image_count > 1:
                 painter.setPen(QColor(theme.TEXT_DIM))
                 painter.drawText(QRectF(PAD, y + h - 16, w - 4, 16), Qt.AlignRight, f"1/{self.image_count}")
@@ -413,8 +420,11 @@ class NodeItem(QGraphicsItem):
             painter.fillRect(QRectF(PAD, y, W - 2 * PAD, h), QColor(theme.FIELD))
             painter.setPen(QColor(theme.TEXT))
             painter.setFont(theme.node_font(8.5))
-            painter.drawText(QRectF(PAD + 4, y + 3, W - 2 * PAD - 8, h - 6), Qt.AlignLeft | Qt.AlignTop,
-                             "\n".join(self.result_lines))
+            if self.shows_tokens():
+                self._paint_tokens(painter, y + 3)
+            else:
+                painter.drawText(QRectF(PAD + 4, y + 3, W - 2 * PAD - 8, h - 6), Qt.AlignLeft | Qt.AlignTop,
+                                 "\n".join(self.result_lines))
             y += h + 8
         if self.message_lines:
             h = self._lines_height(self.message_lines)
@@ -424,7 +434,88 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(PAD, y + 3, W - 2 * PAD - 4, h - 4), Qt.AlignLeft | Qt.AlignTop,
                              "\n".join(self.message_lines))
 
+    def _paint_tokens(self, painter, top: float) -> None:
+        """A token list: the words bright (the one under the mouse underlined in the accent colour:
+        a click shows its heatmap in the trace panel), ids, weights and the rest dim."""
+        font = theme.node_font(8.5)
+        fm = QFontMetricsF(font)
+        dim, bright, accent = QColor(theme.TEXT_DIM), QColor(theme.TEXT), QColor(theme.ACCENT)
+        for row, line in enumerate(self.result_lines):
+            base = top + row * fm.lineSpacing() + fm.ascent()
+            painter.setPen(dim)
+            painter.drawText(QPointF(PAD + 4, base), line)
+            for n, (start, _end, word, _id) in enumerate(token_spans(line)):
+                x = PAD + 4 + fm.horizontalAdvance(line[:start])
+                hovered = self._hover_token == (row, n)
+                painter.setPen(accent if hovered else bright)
+                painter.drawText(QPointF(x, base), word)
+                if hovered:
+                    painter.drawLine(QPointF(x, base + 2), QPointF(x + fm.horizontalAdvance(word), base + 2))
+
     # -- interaction ----------------------------------------------------------------------------
+    def _outputs_tokens(self) -> bool:
+        return bool(self.cls and any(o.type.name == "TOKENS" for o in self.cls.outputs))
+
+    def shows_tokens(self) -> bool:
+        """Whether the text result is a token list (a node that outputs TOKENS: CLIPTokenize)."""
+        return self._outputs_tokens() and bool(self.result_lines)
+
+    def token_at(self, pos: QPointF) -> tuple[str, int] | None:
+        """The token of the shown token list under `pos` (item coordinates): (word, its place in its
+        chunk, the start token being 0), or None."""
+        hit = self._token_hit(pos)
+        return hit[:2] if hit is not None else None
+
+    def _token_hit(self, pos: QPointF) -> tuple[str, int, tuple[int, int]] | None:
+        """(word, place in its chunk, (wrapped line, token of that line)) under `pos`, or None."""
+        if not self.shows_tokens() or self.node.ui.get("collapsed"):
+            return None
+        font = theme.node_font(8.5)
+        fm = QFontMetricsF(font)
+        row = int((pos.y() - self._result_top() - 3) // fm.lineSpacing())
+        if not 0 <= row < len(self.result_lines) or pos.y() < self._result_top() + 3:
+            return None
+        # where the wrapped line sits in the whole text: its chunk (one per text line) and offset
+        text, cursor = self.text_result, 0
+        for i, line in enumerate(self.result_lines[:row + 1]):
+            found = text.find(line, cursor)
+            if found < 0:
+                return None
+            if i < row:
+                cursor = found + len(line)
+        line = self.result_lines[row]
+        row_start = text.rfind("\n", 0, found) + 1
+        before = len(token_spans(text[row_start:found]))
+        x = pos.x() - (PAD + 4)
+        for n, (start, end, word, _id) in enumerate(token_spans(line)):
+            if fm.horizontalAdvance(line[:start]) <= x <= fm.horizontalAdvance(line[:end]):
+                return word, before + n, (row, n)
+        return None
+
+    def mousePressEvent(self, event):  # noqa: N802 - Qt API
+        if event.button() == Qt.LeftButton and (hit := self.token_at(event.pos())) is not None:
+            self.gscene.token_clicked.emit(self.node_id, *hit)
+        super().mousePressEvent(event)
+
+    def hoverMoveEvent(self, event):  # noqa: N802 - Qt API
+        hit = self._token_hit(event.pos())
+        where = hit[2] if hit is not None else None
+        if where != self._hover_token:
+            self._hover_token = where
+            if hit is not None:
+                self.setCursor(Qt.PointingHandCursor)
+            else:
+                self.unsetCursor()
+            self.update()
+        super().hoverMoveEvent(event)
+
+    def hoverLeaveEvent(self, event):  # noqa: N802 - Qt API
+        if self._hover_token is not None:
+            self._hover_token = None
+            self.unsetCursor()
+            self.update()
+        super().hoverLeaveEvent(event)
+
     def itemChange(self, change, value):  # noqa: N802 - Qt API
         if change == QGraphicsItem.ItemPositionHasChanged and self.gscene is not None:
             self.gscene.node_geometry_changed(self)

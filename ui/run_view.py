@@ -41,6 +41,7 @@ class RunView(QObject):
             self._revalidate.start()
 
     def clear(self) -> None:
+        self.w.trace_panel.clear()  # a new document: its node ids are not the traced ones
         self.run_errors.clear()
         self.problems = []
         self.general = []
@@ -153,6 +154,9 @@ class RunView(QObject):
             item.set_status(status, reason="cached" if status == "cached" else "", seconds=seconds)
             if e.ui:
                 item.set_result(e.ui, ui_event.qimage)
+        traces = (e.ui or {}).get("trace")
+        if isinstance(traces, list) and traces and isinstance(traces[0], dict):  # KSamplerTrace's record
+            self.w.show_trace(e.node_id, traces[0])
         for i, path in enumerate(ui_event.paths):
             self.w.gallery.add(path, ui_event.qimage if i == 0 else None, f"node {e.node_id} ({e.node_type})")
 

@@ -20,6 +20,7 @@ class GraphScene(QGraphicsScene):
     canvas_menu_requested = Signal(QPointF, object)  # scene pos, screen QPoint
     node_menu_requested = Signal(object, object)  # NodeItem, screen QPoint
     message = Signal(str)
+    token_clicked = Signal(str, str, int)  # node id, the token's word, its place in its chunk (start = 0)
 
     def __init__(self, editor, parent=None):
         super().__init__(parent)

@@ -54,7 +54,8 @@ def latent_to_preview(x: Any, factors=None):
     image = Image.fromarray(array)
     scale = max(1, MAX_PREVIEW_SIDE // max(image.size))
     scale = min(scale, 8)
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    # smooth, not blocky: one latent cell is 8×8 pixels, and a grid of flat squares reads as noise
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
 
 
 def step_callback(ctx: Any, factors=None, preview_every: int = 1):
