@@ -17,7 +17,7 @@ STAMP := $(VENV)/.sdgraph-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench eval screenshots lint clean-venv
+.PHONY: run test bench eval screenshots docs lint clean-venv gpu-check gpu-pack
 
 $(STAMP): pyproject.toml tools/deps.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,21 @@ eval: $(STAMP)
 
 screenshots: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) tools/screenshots.py --real --run
+
+# The figures of docs/how-stable-diffusion-works.md: runs workflows/explain_*.json on the bundled model.
+docs: $(STAMP)
+	$(PY) tools/make_docs.py
+
+# GPU tests + benchmark on a CUDA machine without internet (docs/performance.md). `make gpu-pack` here,
+# online, puts the wheels such a machine lacks (diffusers, torchsde) in .gpu_check/wheels/; copy the repo
+# with it, then `make gpu-check` there. It needs no .venv: without one it uses that machine's python3.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-pack: $(STAMP)
+	$(PY) tools/gpu_check.py pack
+
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py run
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

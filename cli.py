@@ -35,7 +35,8 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--output-dir", type=Path, help="folder SaveImage writes to (default: output/)")
     common.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     common.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="precision (auto: fp16 on CUDA, fp32 on CPU)")
+                        help="precision (auto: fp16 on CUDA; bf16 on CPUs with native bf16, AVX512-BF16 or AMX; "
+                        "fp32 elsewhere. fp32 reproduces ComfyUI's CPU images)")
     common.add_argument("--node-package", action="append", default=[], metavar="MODULE",
                         help="import extra node types from this Python module (repeatable)")
     return common
@@ -162,10 +163,12 @@ def _parse_int(raw: str) -> int:
 
 
 class ProgressPrinter:
-    """Turns executor events into a readable log on stderr: one line per node, step bars."""
+    """Turns executor events into a readable log on stderr: one line per node, step bars; what a
+    node shows (its text, preview images, a trace) goes to stdout, under that node's line."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, out=None):
         self.stream = stream
+        self.out = out  # where what display nodes show goes (None: stdout, as it is when the event comes)
         self.tty = stream.isatty()
         self.total = 0
         self.index = 0
@@ -187,7 +190,10 @@ class ProgressPrinter:
                 self._end_bar()
                 for path in event.ui.get("files", []):
                     self._line(f"    wrote {path}")
+                self._show(event.ui)
                 self._line(f"    done in {event.seconds:.2f}s")
+            case ev.NodeCached():
+                self._show(event.ui)
             case ev.NodeError():
                 self._end_bar()
                 self._line(f"error: {event.message}")
@@ -196,6 +202,28 @@ class ProgressPrinter:
                 self._line("interrupted")
             case ev.GraphFinished():
                 self._line(f"{event.status}: ran {event.ran}, cached {event.cached}, {event.seconds:.2f}s")
+
+    def _show(self, ui: dict) -> None:
+        """On stdout, what a node shows in the editor: every line of its text (a token list, the
+        noise levels), where its preview images went, and what a trace recorded."""
+        lines = [f"    | {part}" for text in ui.get("text", []) for part in str(text).split("\n")]
+        saved = {str(p) for p in ui.get("files", [])}
+        for image in ui.get("images", []):
+            path = (image.get("path") or image.get("filename")) if isinstance(image, dict) else image
+            if path and str(path) not in saved:
+                lines.append(f"    preview image: {path}")
+        for view in ui.get("trace", []) if isinstance(ui.get("trace"), list) else []:
+            if isinstance(view, dict):
+                first = next(iter((view.get("tiles") or {}).values()), None)
+                where = f"; step pictures in {Path(first[0]).parent}" if first else ""
+                lines.append(f"    trace: {len(view.get('steps') or [])} steps{where}"
+                             + (f"; attention maps {view['attention']}" if view.get("attention") else ""))
+        if lines:
+            self._end_bar()
+            self.stream.flush()
+            out = self.out or sys.stdout
+            out.write("\n".join(lines) + "\n")
+            out.flush()
 
     def _bar(self, step: int, total: int) -> None:
         width = 30

@@ -1,8 +1,8 @@
 """Sampling speed and memory on CPU: our KSampler path vs diffusers' StableDiffusionPipeline.
 
-Model: a random-weight checkpoint with SD 1.5's exact layout, built from
-../shared/fixtures/sd15_manifest.tsv by the fixture README's rules ("Random-weight checkpoints
-from a manifest") and cached in bench/_sd15_cache/ (2.1 GB, git-ignored; built once, then reused).
+Model: a random-weight checkpoint with SD 1.5's exact layout, built from bench/data/sd15_manifest.tsv
+(names and shapes only; see bench/data/README.md) by the rules in that README ("Random-weight
+checkpoints") and cached in bench/_sd15_cache/ (2.1 GB, git-ignored; built once, then reused).
 Workload: 256×256 (32×32 latent), batch 1, 10 steps, euler / normal, cfg 8, float32, CPU.
 
     python bench/sampling.py [--steps 10] [--threads N] [--no-warmup] [--repeats 1] [--only CASE]
@@ -47,10 +47,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MANIFEST = Path(os.environ.get("SDGRAPH_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sd15_manifest.tsv"
+MANIFEST = REPO / "bench" / "data" / "sd15_manifest.tsv"  # shipped in the repo: make bench runs from any clone
 CACHE_DIR = REPO / "bench" / "_sd15_cache"
 CKPT = CACHE_DIR / "sd15_random_manifest.safetensors"
-# From ../shared/fixtures/README.md (safetensors 0.8.0, torch 2.13, CPU).
+# The reference bytes of that checkpoint (bench/data/README.md; safetensors 0.8.0, torch 2.13, CPU).
 EXPECTED_BYTES = 2_132_651_014
 EXPECTED_SHA256 = "d5cc84e59ff6e004777c6907070dd8421f6c2a424d9b439742bd9ccf664e2666"
 

@@ -14,8 +14,11 @@ log = logging.getLogger("sdgraph.memory")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS out-of-memory errors, Python's MemoryError, and torch's CPU allocator failing
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate … bytes")."""
+    text = str(exc).lower() if isinstance(exc, RuntimeError) else ""
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        "out of memory" in text or "can't allocate memory" in text)
 
 
 def release_accelerator_memory() -> None:

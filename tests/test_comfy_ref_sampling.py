@@ -43,7 +43,8 @@ def models_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def executor(models_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    return Executor(REGISTRY, env=SDEnvironment(models_dir=models_dir, output_dir=out, input_dir=out))
+    return Executor(REGISTRY, env=SDEnvironment(models_dir=models_dir, output_dir=out, input_dir=out, device="cpu",
+                                                dtype="fp32"))  # ComfyUI's references are fp32 CPU runs
 
 
 def psnr(ours: np.ndarray, ref: np.ndarray) -> float:

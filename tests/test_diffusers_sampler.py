@@ -40,7 +40,8 @@ def graph(scheduler_class: str, sigmas: str = "default", steps: int = 5, cfg: fl
 
 
 def run(tiny, g, executor=None):
-    executor = executor or Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models", output_dir=tiny / "out"))
+    executor = executor or Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models", output_dir=tiny / "out",
+                                                                 device="cpu", dtype="fp32"))
     result = executor.run(g)
     assert result.ok, result.error
     return result.outputs["6"][0]
@@ -49,7 +50,8 @@ def run(tiny, g, executor=None):
 @pytest.fixture(scope="module")
 def executor(tiny):
     """One executor for the parity runs: the loader and the prompts run once, the sampler per class."""
-    return Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models", output_dir=tiny / "out"))
+    return Executor(REGISTRY, env=SDEnvironment(models_dir=tiny / "models", output_dir=tiny / "out", device="cpu",
+                                                dtype="fp32"))
 
 
 @pytest.fixture(scope="module")

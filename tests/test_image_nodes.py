@@ -74,9 +74,11 @@ def test_extra_model_paths_yaml_adds_folders_like_comfyui(tmp_path):
         env.files.find("checkpoints", "../../extra.yaml")
 
 
-def test_device_policy_auto_is_fp32_on_cpu_and_refuses_missing_cuda():
+def test_device_policy_auto_is_fp32_on_cpu_and_refuses_missing_cuda(monkeypatch):
+    from nodes.core import device as policy
     from nodes.core.device import resolve
 
+    monkeypatch.setattr(policy, "cpu_has_native_bf16", lambda: False)  # bf16 CPUs: see tests/test_precision.py
     device, dtype = resolve("cpu")
     assert (device.type, dtype) == ("cpu", torch.float32)
     assert resolve("cpu", "bf16")[1] == torch.bfloat16

@@ -33,7 +33,8 @@ def model_dirs(tmp_path_factory):
 
 
 def env_for(root: Path) -> SDEnvironment:
-    return SDEnvironment(models_dir=root / "models", output_dir=root / "output", input_dir=root / "input")
+    return SDEnvironment(models_dir=root / "models", output_dir=root / "output", input_dir=root / "input", device="cpu",
+                         dtype="fp32")
 
 
 def txt2img_graph(ckpt="tiny.safetensors", steps=4):

@@ -66,7 +66,7 @@ def esrgan(models):
 
 
 def run_workflow(graph, models, tmp_path):
-    env = SDEnvironment(models_dir=models, input_dir=REF, output_dir=tmp_path / "out")
+    env = SDEnvironment(models_dir=models, input_dir=REF, output_dir=tmp_path / "out", device="cpu", dtype="fp32")
     return Executor(REGISTRY, env=env).run(graph)
 
 

@@ -27,16 +27,31 @@ def _device_dtype(vae: VaeModel):
     return vae.device or param.device, vae.dtype or param.dtype
 
 
+def _upcast_on_overflow(vae: VaeModel, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """fn(x) in the VAE's dtype; a float16 result with inf/NaN (a VAE that overflows in fp16, such as
+    SDXL's loaded without its force_upcast config) is computed again after moving the VAE to float32
+    for good (later calls then run in float32 straight away)."""
+    def run(x: torch.Tensor) -> torch.Tensor:
+        device, dtype = _device_dtype(vae)
+        out = fn(x.to(device, dtype))
+        if dtype == torch.float16 and not bool(torch.isfinite(out).all()):
+            log.warning("the VAE %s overflowed in float16; it runs in float32 from now on", vae.name or "(unnamed)")
+            vae.vae.to(dtype=torch.float32)
+            vae.dtype = torch.float32
+            out = fn(x.to(device, torch.float32))
+        return out.float().cpu()
+    return run
+
+
 def _decoder(vae: VaeModel) -> Callable[[torch.Tensor], torch.Tensor]:
     """Raw latents [b, C, h, w] → decoder output [b, 3, 8h, 8w] in about -1..1, float32 on the CPU."""
-    device, dtype = _device_dtype(vae)
-    return lambda z: vae.vae.decode(z.to(device, dtype)).sample.float().cpu()
+    return _upcast_on_overflow(vae, lambda z: vae.vae.decode(z).sample)
 
 
 def _encoder(vae: VaeModel) -> Callable[[torch.Tensor], torch.Tensor]:
     """Pixels [b, 3, H, W] in 0..1 → raw latents (the mean of the encoder's distribution), float32, CPU."""
-    device, dtype = _device_dtype(vae)
-    return lambda x: vae.vae.encode((x * 2.0 - 1.0).to(device, dtype)).latent_dist.mode().float().cpu()
+    encode = _upcast_on_overflow(vae, lambda x: vae.vae.encode(x).latent_dist.mode())
+    return lambda x: encode(x * 2.0 - 1.0)
 
 
 def _to_image(decoded: torch.Tensor) -> torch.Tensor:
