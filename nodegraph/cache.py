@@ -6,6 +6,7 @@ gigabytes while a thousand cached numbers weigh nothing.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -46,13 +47,24 @@ def estimate_nbytes(value: Any, _depth: int = 0) -> int:
     return 64
 
 
+def default_max_bytes(share: float = 0.4, ceiling: int = 16 * 2**30) -> int:
+    """What the cache may hold by default: a share of the machine's RAM, at most `ceiling`, so a
+    long-running editor that switches between many checkpoints stops growing well before the
+    machine runs out (the oldest outputs, a checkpoint no longer used first, are dropped)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: keep the ceiling
+        return ceiling
+    return min(ceiling, int(ram * share))
+
+
 class LRUCache:
     """In-memory LRU. The newest entry is always kept, even when it alone exceeds `max_bytes`."""
 
-    def __init__(self, max_entries: int = 256, max_bytes: int = 16 * 2**30,
+    def __init__(self, max_entries: int = 256, max_bytes: int | None = None,
                  sizer: Callable[[Any], int] = estimate_nbytes):
         self.max_entries = max_entries
-        self.max_bytes = max_bytes
+        self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
         self._sizer = sizer
         self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self.bytes = 0

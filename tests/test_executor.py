@@ -236,3 +236,13 @@ def test_out_of_memory_becomes_a_clear_error_and_releases_the_cache(registry):
     assert result.error.message == ("node 7 (Hungry): ran out of memory; cached models were released. "
                                     "Try a smaller size or batch, --dtype fp16, or --device cpu")
     assert len(ex.cache) == 0
+
+
+def test_the_default_cache_bound_is_a_share_of_the_machines_memory():
+    import os
+
+    from nodegraph.cache import default_max_bytes
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert LRUCache().max_bytes == default_max_bytes() == min(16 * 2**30, int(ram * 0.4))
+    assert default_max_bytes(share=0.5, ceiling=10) == 10
