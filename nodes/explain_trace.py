@@ -118,10 +118,13 @@ class TraceFilmstrip(Node):
 @register
 class CrossAttentionMaps(Node):
     """Where each prompt word steered the picture: one heatmap per token of the cross-attention
-    (softmax(QKᵀ), averaged over heads and layers), for one step or summed over all."""
+    (softmax(QKᵀ), averaged over heads and layers), for one step or summed over the steps where the
+    layout is decided (σ ≤ 1: there the maps point where the words were drawn)."""
 
     category = "explain"
-    inputs = [TRACE_IN, Int("step", 0, min=0, max=10000, tooltip="0: summed over all steps; n: step n only"),
+    inputs = [TRACE_IN, Int("step", 0, min=0, max=10000,
+                            tooltip="0: summed over the steps from σ ≤ 1 on (where the picture's layout is "
+                                    "decided); n: step n only"),
               Int("max_tokens", 24, min=1, max=77, tooltip="show at most this many tokens, in prompt order"),
               Link("image", T.IMAGE, optional=True, tooltip="the decoded picture, drawn under the heatmaps")]
     outputs = [IMAGE_OUT]

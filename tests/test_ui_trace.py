@@ -196,7 +196,7 @@ def test_hovering_the_image_ranks_the_tokens_at_that_pixel(qtbot, traced):
     panel.slider.setValue(0)
     first = panel.hover_at(8, 2)
     assert first[0] == ("circle", pytest.approx(0.31 / 0.69, abs=1e-5))
-    panel.scope.setCurrentIndex(1)  # all steps (sum)
+    panel.scope.setCurrentIndex(1)  # summed over the decided steps
     summed = panel.hover_at(8, 2)
     assert summed[0] == ("circle", pytest.approx((0.31 + 4 * 0.62) / (0.69 + 4 * 1.0), abs=1e-5))
 

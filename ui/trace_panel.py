@@ -3,7 +3,7 @@
 A step scrubber shows that step's tiles (the noisy latent x_t, the model's guess of the clean image
 x̂₀, its guess of the noise ε̂, and the update the sampler applied); the schedule plot draws σ per
 step on a log scale for every schedule (the run's bold, the others faint) with the step marked; the
-heatmap shows where a prompt token steered the picture, for the step or summed over all steps, over
+heatmap shows where a prompt token steered the picture, for the step or summed over the decided steps (σ ≤ 1), over
 the image or as a colour map, and hovering it ranks the tokens at that pixel.
 
 The panel reads only the node's `ui` dict ("trace": [VIEW], see the KSamplerTrace node) and the
@@ -432,8 +432,8 @@ class TracePanel(QWidget):
         right = QVBoxLayout()
         controls = QHBoxLayout()
         self.scope = QComboBox()
-        self.scope.addItems(["this step", "all steps (sum)"])
-        self.scope.setToolTip("The token's map at the selected step, or summed over the whole run")
+        self.scope.addItems(["this step", "summed (σ ≤ 1)"])
+        self.scope.setToolTip("The token's map at the selected step, or summed over the steps from σ ≤ 1 on, once the picture is decided")
         self.style_box = QComboBox()
         self.style_box.addItems(["over the image", "colour map"])
         self.style_box.setToolTip("Draw the map over the denoised image, or on its own")
@@ -483,7 +483,7 @@ class TracePanel(QWidget):
             share = f"   {shares[i]:.0%}" if i < len(shares) else ""
             item = QListWidgetItem((plain_word(word) or word) + share)
             item.setData(Qt.UserRole, i)
-            item.setToolTip("its share of the picture's attention to the prompt's words, over the whole run"
+            item.setToolTip("its share of the picture's attention to the prompt's words, over the steps from σ ≤ 1 on"
                             if share else "")
             self.token_list.addItem(item)
         self.token_list.blockSignals(False)

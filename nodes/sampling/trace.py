@@ -385,11 +385,20 @@ class _AttentionRecorder:
 # -- reading a trace --------------------------------------------------------------------------------
 
 
-# Maps coarser than this (on their shorter side) are left out of the combination by default: a 2×2 or
-# 1×1 map cannot say where anything is, and averaging it in only flattens the finer maps. On SD 1.5
-# at 512² every level (64…8) counts; on the bundled 64-px model the 8×8 and 4×4 levels do (with all
-# four levels the shape word's share in the drawn shape drops from 0.40 to 0.33, tests/test_trace.py).
-MIN_MAP_SIDE = 4
+# Maps coarser than this (on their shorter side) are left out of the combination by default. A map's
+# cell is as fine as it can place a word: on the bundled 64-px model a 4×4 map's cell is 16 px, a
+# quarter of the picture, coarser than the 3×3 grid its prompts place shapes on, and averaging it in
+# spreads a small shape's word over its neighbours (the star's word: 0.45 of its mass in the star at
+# 8×8 alone, 0.35 with 4×4 averaged in; tools/measure_attention.py). On SD 1.5 at 512² every level
+# (64…8) still counts.
+MIN_MAP_SIDE = 8
+
+# The summed map ("total", step 0 of CrossAttentionMaps) adds up the steps from σ ≤ DECIDED_SIGMA on.
+# The latent has unit variance (the VAE's scale factor), so from σ = 1 on the signal outweighs the
+# noise (SNR = 1/σ² ≥ 1): x_t shows the picture and the layout is settled. Earlier maps are spread over
+# the whole latent, the words' places not yet decided: summing them in halves how much of a shape
+# word's mass lies in its shape (docs/bundled-model.md, "Cross-attention localisation").
+DECIDED_SIGMA = 1.0
 
 
 def attention_resolutions(trace: Trace) -> list[tuple[int, int]]:
@@ -401,15 +410,18 @@ def attention_resolutions(trace: Trace) -> list[tuple[int, int]]:
 
 
 def combined_attention(trace: Trace, size: tuple[int, int] | None = None,
-                       resolutions: Sequence[tuple[int, int]] | None = None) -> torch.Tensor | None:
-    """[steps, K, H, W] float32: each step's per-resolution maps upsampled (bilinear) to `size`
-    (default: the latent's) and averaged over the resolutions (those named, else
-    attention_resolutions). Each pixel stays a distribution over the K context positions. None when
-    the trace has no attention."""
+                       resolutions: Sequence[tuple[int, int]] | None = None, mode: str = "nearest"
+                       ) -> torch.Tensor | None:
+    """[steps, K, H, W] float32: each step's per-resolution maps upsampled to `size` (default: the
+    latent's) and averaged over the resolutions (those named, else attention_resolutions). Nearest
+    upsampling by default: a map cell's value covers the cell's pixels and no more (bilinear would
+    spread it into the neighbouring cells). Each pixel stays a distribution over the K context
+    positions. None when the trace has no attention."""
     if not trace.has_attention:
         return None
     size = tuple(size or trace.latent_hw)
     resolutions = attention_resolutions(trace) if resolutions is None else list(resolutions)
+    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     out = []
     k_max = max(m.shape[0] for s in trace.steps for m in (s.attention or {}).values())
     for step in trace.steps:
@@ -417,10 +429,23 @@ def combined_attention(trace: Trace, size: tuple[int, int] | None = None,
         if not maps:
             out.append(torch.zeros(k_max, *size))
             continue
-        ups = [torch.nn.functional.interpolate(m.float()[None], size=size, mode="bilinear", align_corners=False)[0]
+        ups = [torch.nn.functional.interpolate(m.float()[None], size=size, mode=mode, **kw)[0]
                for m in maps]  # each [K, H, W]
         out.append(torch.stack(ups).mean(dim=0))
     return torch.stack(out)  # [steps, K, H, W]
+
+
+def decided_steps(trace: Trace) -> list[int]:
+    """The steps the summed map adds up: those starting at σ ≤ DECIDED_SIGMA, or the last step
+    where none does (a short img2img run that stops early)."""
+    kept = [i for i, s in enumerate(trace.steps) if s.sigma_from <= DECIDED_SIGMA]
+    return kept or ([len(trace.steps) - 1] if trace.steps else [])
+
+
+def summed_attention(trace: Trace, maps: torch.Tensor | None = None) -> torch.Tensor | None:
+    """[K, H, W]: the combined maps (`maps`, else combined_attention's) summed over decided_steps."""
+    maps = combined_attention(trace) if maps is None else maps
+    return None if maps is None else maps[decided_steps(trace)].sum(dim=0)
 
 
 def token_span(trace: Trace) -> tuple[list[str], slice]:
@@ -551,14 +576,18 @@ def write_view(trace: Trace, folder: Any, active_scheduler: str) -> dict[str, An
             path = folder / f"{row}_{step.index:04}.png"
             preview_tile(row_latent(step, row), trace).save(path, compress_level=1)
             tiles[row].append(str(path))
-    # 2. Attention: the viewed tokens' maps per step (latent resolution) and their sum over steps.
+    # 2. Attention: the viewed tokens' maps per step (latent resolution) and their sum over the steps
+    #    where the layout is decided (σ ≤ DECIDED_SIGMA; "total_steps" names them).
     tokens, span = token_span(trace)
     attention_path = None
     maps = combined_attention(trace)
     if maps is not None:
-        maps = maps[:, span].numpy().astype(np.float32)  # [steps, tokens, h, w]
+        maps = maps[:, span]  # [steps, tokens, h, w]
+        total = summed_attention(trace, maps)  # [tokens, h, w]
         attention_path = folder / "attention.npz"
-        np.savez_compressed(attention_path, maps=maps, total=maps.sum(axis=0))
+        np.savez_compressed(attention_path, maps=maps.numpy().astype(np.float32),
+                            total=total.numpy().astype(np.float32),
+                            total_steps=np.asarray(decided_steps(trace), dtype=np.int32))
     downscale = getattr(trace.latent_format, "downscale", 8)
     return {
         "steps": [{"index": s.index, "sigma_from": s.sigma_from, "sigma_to": s.sigma_to, "t": s.t}
@@ -633,27 +662,29 @@ def filmstrip(trace: Trace, rows: Sequence[str], every: int = 1, vae: Any = None
 
 def attention_figure(trace: Trace, step: int, max_tokens: int, image: Any = None):
     """One PIL figure: a heatmap per prompt token (the start token left out), for step `step`
-    (1-based) or summed over the steps (0), over the picture when `image` (IMAGE) is given."""
+    (1-based) or summed over decided_steps (0), over the picture when `image` (IMAGE) is given. The
+    cells are drawn as blocks (nearest): a latent cell's value says nothing finer than the cell."""
     from nodes.imaging.tiles import grid, image_to_pils
 
     maps = combined_attention(trace)  # [steps, K, h, w]
-    chosen = maps.sum(dim=0) if step == 0 else maps[step - 1]  # [K, h, w]
+    summed = decided_steps(trace)
+    chosen = summed_attention(trace, maps) if step == 0 else maps[step - 1]  # [K, h, w]
     tokens, span = token_span(trace)
     chosen = chosen[span][:max_tokens]  # [T, h, w]
     tokens = tokens[:max_tokens]
     h, w = trace.latent_hw
     side = max(TILE_SIDE, 2 * max(h, w))
     size = (side * h // max(h, w), side * w // max(h, w))
-    big = torch.nn.functional.interpolate(chosen[None], size=size, mode="bilinear", align_corners=False)[0]
+    big = torch.nn.functional.interpolate(chosen[None], size=size, mode="nearest")[0]
     under = image_to_pils(image[:1])[0] if image is not None else None
-    shares = [float(m.mean() / (maps.shape[0] if step == 0 else 1)) for m in chosen]
+    shares = [float(m.mean() / (len(summed) if step == 0 else 1)) for m in chosen]
     cells = [heatmap_tile(m, under) for m in big]
     words = [f"{t.replace('</w>', '')}\n{s:.0%}" for t, s in zip(tokens, shares, strict=True)]
     per_row = 8
     rows = [cells[i:i + per_row] for i in range(0, len(cells), per_row)]
     captions = [words[i:i + per_row] for i in range(0, len(words), per_row)]
     when = (f"step {step} (σ {trace.steps[step - 1].sigma_from:.3g})" if step
-            else f"summed over {len(trace.steps)} steps")
+            else f"summed over the {len(summed)} steps from σ {trace.steps[summed[0]].sigma_from:.3g}")
     return grid(rows, title=f"cross-attention per token, {when}; % = the token's mean share", captions=captions,
                 min_side=TILE_SIDE)
 
