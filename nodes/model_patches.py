@@ -4,7 +4,7 @@ branch that uses it, is left exactly as it was."""
 
 from __future__ import annotations
 
-from nodegraph import Bool, Choice, Float, Int, Link, Node, Output, register
+from nodegraph import Bool, Choice, Float, Int, Link, Node, NodeInputError, Output, register
 from nodegraph import types as T
 from nodes.samplers import MODEL_IN
 
@@ -124,3 +124,53 @@ class PatchModelAddDownscale(Node):
         return (model.patched(**deep_shrink(block_number, downscale_factor, ms.percent_to_sigma(start_percent),
                                             ms.percent_to_sigma(end_percent), downscale_after_skip,
                                             downscale_method, upscale_method)),)
+
+
+@register
+class DeepCache(Node):
+    """DeepCache: reuse the UNet's deep features between steps; every `cache_interval` steps the
+    whole UNet runs, in between only its shallow blocks (fewer model calls, slightly different
+    images; docs/performance.md measures the cost)."""
+
+    category = CATEGORY
+    inputs = [MODEL_IN,
+              Int("cache_interval", 3, min=1, max=1000, tooltip="run the whole UNet every this many steps (1: always)"),
+              Int("cache_depth", 1, min=0, max=12,
+                  tooltip="the input block (0 = conv_in) whose skip level keeps running; deeper ones are cached"),
+              Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001, tooltip="where in the sampling caching starts"),
+              Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001, tooltip="where in the sampling caching stops")]
+    outputs = [MODEL_OUT]
+
+    def run(self, ctx, model, cache_interval, cache_depth, start_percent, end_percent):
+        from nodes.sampling.deepcache import DeepCacheSettings, count_blocks
+        from nodes.sampling.ksampler import model_sampling_for
+
+        n_in, _ = count_blocks(model.unet)
+        if cache_depth > n_in - 1:
+            raise NodeInputError("cache_depth", f"this UNet has input blocks 0 to {n_in - 1}; "
+                                 f"choose a cache_depth of at most {n_in - 1}")
+        ms = model_sampling_for(model)
+        settings = DeepCacheSettings(cache_interval, cache_depth, ms.percent_to_sigma(start_percent),
+                                     ms.percent_to_sigma(end_percent))
+        return (model.patched(deep_cache=settings),)
+
+
+@register
+class GuidanceInterval(Node):
+    """Classifier-free guidance only inside a σ interval: outside it the step is sampled as at
+    cfg 1 and the uncond pass is not run (Kynkäänniemi et al. 2024; fewer model calls)."""
+
+    category = CATEGORY
+    inputs = [MODEL_IN,
+              Float("sigma_start", 5.42, min=0.0, max=1000.0, step=0.01,
+                    tooltip="guidance applies at σ at or below this (higher σ: no uncond pass)"),
+              Float("sigma_end", 0.28, min=0.0, max=1000.0, step=0.01,
+                    tooltip="guidance applies at σ at or above this (lower σ: no uncond pass)")]
+    outputs = [MODEL_OUT]
+
+    def run(self, ctx, model, sigma_start, sigma_end):
+
+        if sigma_end > sigma_start:
+            raise NodeInputError("sigma_end", f"sigma_end ({sigma_end}) is above sigma_start ({sigma_start}); "
+                                 "the interval runs from sigma_start down to sigma_end")
+        return (model.patched(guidance_interval=(float(sigma_start), float(sigma_end))),)

@@ -7,6 +7,9 @@ tools/shapes_data.py (background, colour, shape, 3×3 position), and prints a ta
 
     python tools/eval_bundled_model.py            # or: make eval
     python tools/eval_bundled_model.py --seeds 2 --ckpt other.safetensors --save-grid grid.png
+    python tools/eval_bundled_model.py --patch deepcache --patch guidance-interval:sigma_start=4
+                                                  # sample with model-patch nodes (fewer model calls)
+    python tools/eval_bundled_model.py --speed --patch deepcache   # time 20 steps with and without them
 
 Exits 1 when a threshold from the model card is missed (seen combinations at cfg 5: colour ≥ 90 %,
 shape ≥ 85 %, background ≥ 90 %, position ≥ 60 %; and cfg 5 beating cfg 1 on every attribute:
@@ -75,7 +78,26 @@ def caption(spec: Spec) -> str:
     return sd.scene_from_parts(list(objects), background).caption
 
 
-def build_graph(ckpt: str, steps: int) -> Graph:
+# --patch NAME[:input=value,...]: a model-patch node between the checkpoint and the KSampler.
+PATCH_NODES = {"deepcache": "DeepCache", "guidance-interval": "GuidanceInterval"}
+
+
+def parse_patch(text: str) -> tuple[str, dict[str, float]]:
+    """'deepcache:cache_interval=2' → ("DeepCache", {"cache_interval": 2}); values are numbers."""
+    name, _, rest = text.partition(":")
+    if name not in PATCH_NODES:
+        raise argparse.ArgumentTypeError(f"unknown patch {name!r}; choose from {', '.join(PATCH_NODES)}")
+    values = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            values[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--patch {text}: {item!r} is not input=number") from None
+    return PATCH_NODES[name], values
+
+
+def build_graph(ckpt: str, steps: int, patches: list[tuple[str, dict[str, float]]] = ()) -> Graph:
     g = Graph(REGISTRY)
     g.add_node("CheckpointLoaderSimple", "1", {"ckpt_name": ckpt})
     g.add_node("CLIPTextEncode", "2", {"text": ""})
@@ -88,6 +110,14 @@ def build_graph(ckpt: str, steps: int) -> Graph:
                                  ("2", 0, "5", "positive"), ("3", 0, "5", "negative"),
                                  ("4", 0, "5", "latent_image"), ("5", 0, "6", "samples"), ("1", 2, "6", "vae")]:
         g.connect(src, slot, dst, name)
+    model_from = "1"
+    for i, (node_type, values) in enumerate(patches):
+        node_id = f"patch{i}"
+        g.add_node(node_type, node_id, values)
+        g.connect(model_from, 0, node_id, "model")
+        model_from = node_id
+    if patches:
+        g.connect(model_from, 0, "5", "model")
     return g
 
 
@@ -149,6 +179,61 @@ def score(spec: Spec, image) -> tuple[dict[str, bool], dict[str, float]]:
     return right, errors
 
 
+def patched_model(model, patches: list[tuple[str, dict[str, float]]]):
+    """`model` through the patch nodes, each input at its default unless given."""
+    for node_type, values in patches:
+        cls = REGISTRY.get(node_type)
+        kwargs = {i.name: values.get(i.name, i.default) for i in cls.inputs if i.name != "model"}
+        model = cls().run(None, model, **kwargs)[0]
+    return model
+
+
+def speed(args) -> int:
+    """Time `args.steps` euler steps at cfg 5 (one prompt, a batch of `args.seeds`) with and
+    without the patches, alternating, best of `args.repeats`; count UNet calls, batch rows, and
+    the rows that reached the middle block (the deep part DeepCache skips)."""
+    import torch
+
+    from nodes.core.values import Latent
+    from nodes.models.loader import load_checkpoint
+    from nodes.sampling import ksampler
+    from nodes.text import encode_text
+
+    REGISTRY.discover("nodes")
+    model, clip, _vae = load_checkpoint(args.models_dir / "checkpoints" / args.ckpt, device="cpu")
+    spec = prompt_list()["seen"][0]
+    pos, neg = encode_text(clip, caption(spec)), encode_text(clip, "")
+    rows: list[int] = []
+    deep: list[int] = []
+    hooks = [model.unet.conv_in.register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[0])),
+             model.unet.mid_block.resnets[0].register_forward_pre_hook(lambda _m, a: deep.append(a[0].shape[0]))]
+    variants = {"exact": model, "patched": patched_model(model, args.patch)}
+    best: dict[str, float] = {}
+    counts: dict[str, tuple[int, int, int]] = {}
+    latent = Latent(samples=torch.zeros(args.seeds, 4, 8, 8))
+    for _ in range(args.repeats):
+        for name, m in variants.items():
+            rows.clear()
+            deep.clear()
+            started = time.perf_counter()
+            ksampler.sample(m, pos, neg, latent, seed=1000, steps=args.steps, cfg=5.0, sampler_name="euler",
+                            scheduler="normal")
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - started)
+            counts[name] = (len(rows), sum(rows), sum(deep))
+    for h in hooks:
+        h.remove()
+    print(f"sampling speed: {args.ckpt}, euler/normal, {args.steps} steps, cfg 5, batch {args.seeds}, "
+          f"best of {args.repeats}, torch threads {torch.get_num_threads()}")
+    for node_type, values in args.patch:
+        print(f"patched: {node_type} {values or '(defaults)'}")
+    print(f"{'':<8} {'s':>7} {'speed-up':>9} {'UNet calls':>11} {'batch rows':>11} {'deep rows':>10}")
+    for name in variants:
+        calls, total_rows, deep_rows = counts[name]
+        print(f"{name:<8} {best[name]:>7.3f} {best['exact'] / best[name]:>8.2f}× {calls:>11} {total_rows:>11} "
+              f"{deep_rows:>10}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=BUNDLED, help="checkpoint name in models/checkpoints")
@@ -156,12 +241,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=4, help="images per prompt and cfg")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--save-grid", type=Path, help="write a grid of the cfg-5 images here")
+    parser.add_argument("--patch", type=parse_patch, action="append", default=[], metavar="NAME[:INPUT=N,...]",
+                        help=f"sample through a model-patch node ({', '.join(PATCH_NODES)}), its inputs "
+                             "overridden as given; repeat to chain")
+    parser.add_argument("--speed", action="store_true",
+                        help="instead of scoring, time sampling with and without the --patch nodes")
+    parser.add_argument("--repeats", type=int, default=5, help="--speed: timed runs of each, the best counts")
     args = parser.parse_args(argv)
+    if args.speed:
+        return speed(args)
 
     REGISTRY.discover("nodes")
     env = SDEnvironment(models_dir=args.models_dir, device="cpu", dtype="fp32")
     executor = Executor(REGISTRY, env=env)
-    graph = build_graph(args.ckpt, args.steps)
+    graph = build_graph(args.ckpt, args.steps, args.patch)
     started = time.perf_counter()
     tallies: dict[tuple[str, float], dict[str, list[bool]]] = {}
     error_values: dict[tuple[str, float], dict[str, list[float]]] = {}
@@ -183,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"bundled model eval: {args.ckpt}, euler/normal, {args.steps} steps, {args.seeds} seeds per prompt "
           f"({seconds:.0f} s)")
+    for node_type, values in args.patch:
+        print(f"patched: {node_type} {values or '(defaults)'}")
     print(f"{'split':<10} {'cfg':>4} {'n':>4} " + " ".join(f"{a:>10}" for a in ATTRIBUTES))
     rates, mean_errors = {}, {}
     for (split, cfg), tally in tallies.items():

@@ -93,6 +93,10 @@ class ModelPatches:
     attn1_replace: tuple[tuple[tuple[str, int, int], Any], ...] = ()
     attn1_patch: tuple[Any, ...] = ()
     attn2_patch: tuple[Any, ...] = ()
+    # Fewer model calls (nodes/sampling/deepcache.py): step caching settings (DeepCache), and the σ
+    # range (high, low) outside which CFG is off and the uncond pass is skipped (GuidanceInterval).
+    deep_cache: Any = None
+    guidance_interval: tuple[float, float] | None = None
 
     @property
     def active(self) -> bool:
@@ -101,13 +105,15 @@ class ModelPatches:
     @property
     def changes_unet(self) -> bool:
         return bool(self.input_block or self.input_block_after_skip or self.output_block or self.attn1_replace
-                    or self.attn1_patch or self.attn2_patch)
+                    or self.attn1_patch or self.attn2_patch or self.deep_cache is not None)
 
     def add(self, *, sampler_cfg_function: Any = None, post_cfg_function: Any = None,
             disable_cfg1_optimization: bool = False, input_block: Any = None, input_block_after_skip: Any = None,
             output_block: Any = None, attn1_replace: tuple[tuple[str, int, int], Any] | None = None,
-            attn1_patch: Any = None, attn2_patch: Any = None) -> ModelPatches:
-        """A copy with one more patch of each kind given (a CFG function replaces the previous one)."""
+            attn1_patch: Any = None, attn2_patch: Any = None, deep_cache: Any = None,
+            guidance_interval: tuple[float, float] | None = None) -> ModelPatches:
+        """A copy with one more patch of each kind given (a CFG function, step caching settings or a
+        guidance interval replaces the previous one)."""
         def more(current: tuple, item: Any) -> tuple:
             return current if item is None else (*current, item)
 
@@ -122,6 +128,8 @@ class ModelPatches:
                                      or kv[0] != attn1_replace[0]), attn1_replace),
             attn1_patch=more(self.attn1_patch, attn1_patch),
             attn2_patch=more(self.attn2_patch, attn2_patch),
+            deep_cache=self.deep_cache if deep_cache is None else deep_cache,
+            guidance_interval=self.guidance_interval if guidance_interval is None else guidance_interval,
         )
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..core.values import ConditioningEntry, ModelPatches
 from .conds import Chunk, Cond, calc_cond_batch, process_conds
+from .deepcache import guidance_scale_at, in_guidance_interval
 from .model_sampling import ModelSampling
 
 COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond values: the index of a chunk's side in calc_cond_batch
@@ -157,6 +158,7 @@ class CFGDenoiser(GuidedDenoiser):
 
     When cfg == 1 the uncond pass is skipped (ComfyUI's cfg-1 optimisation gives the same numbers)
     unless `keep_uncond`. `negative` None or empty: no uncond pass, the uncond prediction is 0.
+    A MODEL with a guidance interval (GuidanceInterval) samples the steps outside it as at cfg 1.
     """
 
     def __init__(self, unet_call: Callable, model_sampling: ModelSampling, positive: Sequence[ConditioningEntry],
@@ -171,10 +173,11 @@ class CFGDenoiser(GuidedDenoiser):
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         conds = self.conds(x)
         positive = conds["positive"]
-        negative = None if math.isclose(self.cfg, 1.0) and not self.keep_uncond else conds["negative"]
+        cfg = guidance_scale_at(self.patches.guidance_interval, sigma, self.cfg)
+        negative = None if math.isclose(cfg, 1.0) and not self.keep_uncond else conds["negative"]
         cond_pred, uncond_pred = self.calc_cond_batch([positive, negative], x, sigma)
         self.uncond_denoised = uncond_pred
-        return self.cfg_function(cond_pred, uncond_pred, self.cfg, x, sigma, positive, negative)
+        return self.cfg_function(cond_pred, uncond_pred, cfg, x, sigma, positive, negative)
 
 
 class DualCFGDenoiser(GuidedDenoiser):
@@ -182,6 +185,7 @@ class DualCFGDenoiser(GuidedDenoiser):
 
     regular: CFG(cond2 vs negative, cfg2) + (cond1 − cond2)·cfg1
     nested:  negative + cfg2·(CFG(cond1 vs cond2, cfg1) − negative)
+    Outside a MODEL's guidance interval both scales are 1 (only cond1 is run).
     """
 
     def __init__(self, unet_call: Callable, model_sampling: ModelSampling, cond1, cond2, negative, cfg1: float,
@@ -193,15 +197,17 @@ class DualCFGDenoiser(GuidedDenoiser):
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         conds = self.conds(x)
         positive, middle, negative = conds["positive"], conds["middle"], conds["negative"]
-        if self.nested:
+        unguided = not in_guidance_interval(self.patches.guidance_interval, sigma)
+        cfg1, cfg2 = (1.0, 1.0) if unguided else (self.cfg1, self.cfg2)
+        if self.nested and not (unguided and not self.keep_uncond):  # unguided, both forms are cond1's prediction
             out = self.calc_cond_batch([negative, middle, positive], x, sigma)
             self.uncond_denoised = out[0]
-            pred_text = self.cfg_function(out[2], out[1], self.cfg1, x, sigma, positive, middle)
-            return out[0] + self.cfg2 * (pred_text - out[0])
-        if not self.keep_uncond and math.isclose(self.cfg2, 1.0):
+            pred_text = self.cfg_function(out[2], out[1], cfg1, x, sigma, positive, middle)
+            return out[0] + cfg2 * (pred_text - out[0])
+        if not self.keep_uncond and math.isclose(cfg2, 1.0):
             negative = None
-            if math.isclose(self.cfg1, 1.0):
+            if math.isclose(cfg1, 1.0):
                 middle = None
         out = self.calc_cond_batch([negative, middle, positive], x, sigma)
         self.uncond_denoised = out[0]
-        return self.cfg_function(out[1], out[0], self.cfg2, x, sigma, middle, negative) + (out[2] - out[1]) * self.cfg1
+        return self.cfg_function(out[1], out[0], cfg2, x, sigma, middle, negative) + (out[2] - out[1]) * cfg1

@@ -41,6 +41,12 @@ class PatchedUNetCaller(UNetCaller):
         super().__init__(model)
         self.patches = model.patches
         self._widths: dict[tuple[str, int], int] | None = None
+        # DeepCache's features live here: this caller is built per sampling run (deepcache.py).
+        self.deep_cache = None
+        if model.patches.deep_cache is not None:
+            from .deepcache import DeepCacheRun
+
+            self.deep_cache = DeepCacheRun(model.patches.deep_cache)
 
     def __call__(self, x_in: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                  entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
@@ -63,11 +69,20 @@ class PatchedUNetCaller(UNetCaller):
         # 2. GLIGEN's middle patch for the entries with boxes, sized to this call's (crop of the) latent.
         middle = self.gligen_patch(entries, tuple(x_in.shape[-2:]), x_in.device)
         x_unet = x_in if self.concat is None else self.concat(x_in, entries, latent_hw, options)  # inpainting UNets
+        # 3. DeepCache: a full walk that keeps its deep features, or a shallow one that reuses them.
+        plan, key = None, None
+        if self.deep_cache is not None:
+            from .deepcache import layout_key
+
+            key = layout_key(x_in, entries, opts)
+            plan = self.deep_cache.plan(key, float(opts.get("sigmas", timestep).reshape(-1)[0]))
         with attn1_replaced(self.unet, self.patches, opts), attention_inputs_patched(self.unet, self.patches, opts), \
                 middle_patched(self.unet, middle, opts):
             out = forward_with_patches(self.unet, x_unet.to(dtype), timestep.float(), context.to(x_in.device, dtype),
                                        added, self.patches, opts, control=residuals, middle=middle is not None,
-                                       class_labels=kwargs.get("class_labels"))
+                                       class_labels=kwargs.get("class_labels"), cache=plan)
+        if plan is not None:
+            self.deep_cache.done(key, plan)
         return out.float()
 
     def gligen_patch(self, entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
@@ -261,13 +276,16 @@ def _add_control(h: torch.Tensor, residual: torch.Tensor | None, where: str) -> 
 def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                          added_cond_kwargs: dict | None, patches: ModelPatches, options: dict[str, Any], *,
                          control: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None, middle: bool = False,
-                         class_labels: torch.Tensor | None = None) -> torch.Tensor:
+                         class_labels: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
     """UNet2DConditionModel.forward, module by module, with ComfyUI's block patches applied.
 
     `control`: ControlNet (down residuals, mid residual); as ComfyUI, each skip takes its residual
     when the output blocks pop it (before the output-block patches see it), the middle block's output
     the mid one. `middle`: the transformers get MIDDLE_KWARGS (see middle_patched).
-    `class_labels`: unCLIP's image embedding, for UNets with a class embedding."""
+    `class_labels`: unCLIP's image embedding, for UNets with a class embedding.
+    `cache`: a deepcache.CachePlan: with `reuse`, only input blocks 0..depth and the output blocks
+    from n_output − depth − 1 on run, that block starting from `reuse`; without, the features
+    entering that block go to `cache.keep`."""
     # 1. Time embedding (plus SDXL's pooled-text/size embedding), as diffusers computes it.
     if unet.config.center_input_sample:
         sample = 2 * sample - 1.0
@@ -303,27 +321,38 @@ def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, con
             h = p(h, options)
         return h
 
-    h = input_block_done(unet.conv_in(sample), 0)  # [B, C0, h, w]
-    number = 0
-    for down in unet.down_blocks:
-        for resnet, attn in _layers(down):
-            number += 1
-            h = input_block_done(attend(attn, resnet(h, emb)), number)
-        if getattr(down, "downsamplers", None) is not None:
-            for downsampler in down.downsamplers:
-                h = downsampler(h)
-            number += 1
-            h = input_block_done(h, number)
+    shallow = cache is not None and cache.reuse is not None  # DeepCache: the deep blocks do not run
+
+    def input_blocks() -> torch.Tensor:
+        h = input_block_done(unet.conv_in(sample), 0)  # [B, C0, h, w]
+        number = 0
+        for down in unet.down_blocks:
+            for resnet, attn in _layers(down):
+                if shallow and number == cache.depth:
+                    return h
+                number += 1
+                h = input_block_done(attend(attn, resnet(h, emb)), number)
+            if getattr(down, "downsamplers", None) is not None:
+                if shallow and number == cache.depth:
+                    return h
+                for downsampler in down.downsamplers:
+                    h = downsampler(h)
+                number += 1
+                h = input_block_done(h, number)
+        return h
+
+    h = input_blocks()
 
     # 3. Middle block.
     options["block"] = ("middle", 0)
     mid = unet.mid_block
-    if mid is not None:
+    if mid is not None and not shallow:
         h = mid.resnets[0](h, emb)
         for attn, resnet in zip(getattr(mid, "attentions", None) or [None] * (len(mid.resnets) - 1), mid.resnets[1:],
                                 strict=True):
             h = resnet(attend(attn, h), emb)
-    h = _add_control(h, mid_residual, "middle block")
+    h = _add_control(h, mid_residual, "middle block") if not shallow else h
+    cached_at = None if cache is None else sum(len(_layers(up)) for up in unet.up_blocks) - cache.depth - 1
 
     # 4. Output blocks: patches see h and its skip before they are joined; a level's last block
     # upsamples to the size of the next skip (which Deep Shrink may have changed).
@@ -331,6 +360,16 @@ def forward_with_patches(unet, sample: torch.Tensor, timestep: torch.Tensor, con
     for up in unet.up_blocks:
         layers = _layers(up)
         for j, (resnet, attn) in enumerate(layers):
+            if shallow and number < cached_at:  # a deep block: the cache stands in for it
+                if down_residuals:
+                    down_residuals.pop()
+                number += 1
+                continue
+            if number == cached_at:
+                if shallow:
+                    h = cache.reuse
+                else:
+                    cache.keep(h)
             options["block"] = ("output", number)
             skip = skips.pop()
             if down_residuals:
