@@ -138,10 +138,48 @@ class CLIPMergeSubtract(Node):
         return (merge_clip(clip1, clip2, lambda name: (multiplier, -multiplier)),)
 
 
+def sdxl_checkpoint_tensors(model, clip, vae) -> dict:
+    """SDXL base or refiner modules named as in the original single file (sd_xl_base_1.0.safetensors):
+    `model.diffusion_model.*` (LDM UNet), `first_stage_model.*` (LDM VAE), then base: CLIP-L at
+    `conditioner.embedders.0.transformer.*` and OpenCLIP bigG at `conditioner.embedders.1.model.*`;
+    refiner: bigG alone at `conditioner.embedders.0.model.*`. A v-prediction model gets ComfyUI's empty
+    `v_pred` marker. Works on meta tensors."""
+    import torch
+
+    from nodes.models.convert import (
+        REFINER_CLIP_G_PREFIX,
+        SDXL_CLIP_G_PREFIX,
+        SDXL_CLIP_L_PREFIX,
+        UNET_PREFIX,
+        VAE_PREFIX,
+        clip_to_ldm,
+        hf_to_openclip,
+        unet_to_ldm,
+        vae_to_ldm,
+    )
+
+    sd = {UNET_PREFIX + k: v for k, v in unet_to_ldm(model.unet.state_dict(), dict(model.unet.config)).items()}
+    sd |= {VAE_PREFIX + k: v for k, v in vae_to_ldm(vae.vae.state_dict(), dict(vae.vae.config)).items()}
+    if clip.second is not None:
+        sd |= {SDXL_CLIP_L_PREFIX + k: v for k, v in clip_to_ldm(clip.text_encoder.state_dict()).items()
+               if not k.endswith("position_ids")}
+        sd |= {SDXL_CLIP_G_PREFIX + k: v for k, v in hf_to_openclip(clip.second.text_encoder.state_dict()).items()}
+    else:
+        sd |= {REFINER_CLIP_G_PREFIX + k: v for k, v in hf_to_openclip(clip.text_encoder.state_dict()).items()}
+    if model.prediction_type == "v_prediction":
+        sd["v_pred"] = torch.tensor([])
+    return sd
+
+
+def is_sdxl_family(model, clip) -> bool:
+    """SDXL base (two text towers) or refiner (a UNet with SDXL's size conditioning, bigG alone)."""
+    return clip.second is not None or model.unet.config.get("addition_embed_type") == "text_time"
+
+
 @register
 class CheckpointSave(Node):
-    """Save a model, text encoder and VAE as one .safetensors checkpoint in the output folder
-    (the original single-file layout ComfyUI and A1111 read, SD 1.x-shaped models)."""
+    """Save a model, text encoder and VAE as one .safetensors checkpoint in the output folder, in the
+    original single-file layout ComfyUI and A1111 read (SD 1.x/2.x-shaped models, SDXL base and refiner)."""
 
     category = "advanced/model_merging"
     output_node = True
@@ -154,13 +192,26 @@ class CheckpointSave(Node):
         from nodes.imaging.files import next_counter, resolve_prefix
         from nodes.models import save_checkpoint
 
-        if clip.second is not None:
-            raise UserError("saving SDXL checkpoints is not supported yet: save SD 1.x/2.x-shaped models")
         try:
             folder, stem = resolve_prefix(ctx.paths.output, filename_prefix)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         path = folder / f"{stem}_{next_counter(folder, stem, '.safetensors'):05}_.safetensors"
-        save_checkpoint(path, model.unet, vae.vae, clip.text_encoder, prediction_type=model.prediction_type,
-                        latent_scale_factor=vae.latent_format.scale_factor, clip_pad_id=clip.pad_id)
+        if is_sdxl_family(model, clip):
+            from safetensors.torch import save
+
+            from nodegraph.fileio import atomic_write
+            from nodes.models.sdgraph_format import _plain
+
+            tensors = {k: _plain(v, None) for k, v in sdxl_checkpoint_tensors(model, clip, vae).items()}
+            # ComfyUI's modelspec entries, which model browsers read
+            metadata = {"format": "pt", "modelspec.sai_model_spec": "1.0.0", "modelspec.implementation": "sgm",
+                        "modelspec.architecture": "stable-diffusion-xl-v1-" + ("base" if clip.second else "refiner"),
+                        "modelspec.title": path.stem}
+            if model.prediction_type == "v_prediction":
+                metadata["modelspec.predict_key"] = "v"
+            atomic_write(path, save(tensors, metadata=metadata))
+        else:
+            save_checkpoint(path, model.unet, vae.vae, clip.text_encoder, prediction_type=model.prediction_type,
+                            latent_scale_factor=vae.latent_format.scale_factor, clip_pad_id=clip.pad_id)
         return NodeOutput((), {"files": [str(path)]})

@@ -45,6 +45,11 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
 }
 SHAPES = ("circle", "square", "triangle", "star")
+# Shapes the bundled model never saw, opt-in everywhere (``shapes=`` arguments): the default data stream,
+# and so the bundled model's training pictures for a seed, stay exactly as they were.  The LoRA in
+# models/loras/ (tools/train_lora.py) teaches the model one of them.
+EXTRA_SHAPES = ("heart",)
+ALL_SHAPES = SHAPES + EXTRA_SHAPES
 SIZES: dict[str, tuple[float, float]] = {  # half-extent in pixels (min, max)
     "small": (6.5, 8.5),
     "large": (12.5, 14.5),
@@ -170,11 +175,12 @@ def _far_enough(p1: str, p2: str) -> bool:
     return max(abs(c1 - c2), abs(r1 - r2)) >= 2
 
 
-def _random_shape(rng: random.Random, split: str, *, position: str | None = None) -> ShapeSpec:
+def _random_shape(rng: random.Random, split: str, *, position: str | None = None,
+                  shapes: tuple[str, ...] = SHAPES) -> ShapeSpec:
     while True:
         s = ShapeSpec(
             colour=rng.choice(list(COLOURS)),
-            shape=rng.choice(SHAPES),
+            shape=rng.choice(shapes),
             size=rng.choice(list(SIZES)),
             position=position or rng.choice(list(POSITIONS)),
         )
@@ -183,9 +189,11 @@ def _random_shape(rng: random.Random, split: str, *, position: str | None = None
         return s
 
 
-def sample_scene(rng: random.Random, split: str = "train") -> SceneSpec:
+def sample_scene(rng: random.Random, split: str = "train", shapes: tuple[str, ...] = SHAPES) -> SceneSpec:
     """Random scene + caption.  split: "train" (no held-out combos) or "heldout"
-    (single shape, always a held-out combination, caption mentions position)."""
+    (single shape, always a held-out combination, caption mentions position).
+    ``shapes``: the shapes to draw from ("train" only), e.g. ``("heart",)`` for LoRA data; with the
+    default the random stream, and so every picture for a seed, is the bundled model's."""
     bg = rng.choice(list(BACKGROUNDS))
     if split == "heldout":
         colour, shape, position = rng.choice(sorted(HELD_OUT))
@@ -193,17 +201,17 @@ def sample_scene(rng: random.Random, split: str = "train") -> SceneSpec:
         scene = SceneSpec([s], bg, mention_size=True, mention_position=True,
                           mention_background=rng.random() < P_BACKGROUND)
     elif rng.random() < P_PAIR:
-        a = _random_shape(rng, split, position=rng.choice([p for p in POSITIONS if p != "centre"]))
+        a = _random_shape(rng, split, position=rng.choice([p for p in POSITIONS if p != "centre"]), shapes=shapes)
         candidates = [p for p in POSITIONS if _far_enough(a.position, p)]
-        b = _random_shape(rng, split, position=rng.choice(candidates))
+        b = _random_shape(rng, split, position=rng.choice(candidates), shapes=shapes)
         while (b.colour, b.shape) == (a.colour, a.shape):
-            b = _random_shape(rng, split, position=b.position)
+            b = _random_shape(rng, split, position=b.position, shapes=shapes)
         scene = SceneSpec([a, b], bg,
                           mention_size=rng.random() < P_SIZE_WORD * 0.6,
                           mention_position=rng.random() < P_POSITION * 0.85,
                           mention_background=rng.random() < P_BACKGROUND)
     else:
-        scene = SceneSpec([_random_shape(rng, split)], bg,
+        scene = SceneSpec([_random_shape(rng, split, shapes=shapes)], bg,
                           mention_size=rng.random() < P_SIZE_WORD,
                           mention_position=rng.random() < P_POSITION,
                           mention_background=rng.random() < P_BACKGROUND)
@@ -243,6 +251,16 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[flo
             rad = r * 1.1 if i % 2 == 0 else r * 0.45
             pts.append((cx + rad * math.cos(ang), cy + rad * math.sin(ang) + r * 0.1))
         return pts
+    if shape == "heart":
+        # the classic parametric heart, x in [-16, 16], y in about [-12, 17] (y down), scaled so it spans
+        # about 2r like the other shapes: two lobes at the top, a notch between them, a point at the bottom
+        pts = []
+        for i in range(64):
+            t = 2 * math.pi * i / 64
+            x = 16 * math.sin(t) ** 3
+            y = -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t))
+            pts.append((cx + x / 16 * r, cy + (y - 2.5) / 15 * r))
+        return pts
     return None  # circle
 
 
@@ -271,8 +289,8 @@ def render(scene: SceneSpec, rng: random.Random | None = None) -> Image.Image:
     return img.reduce(_SS)
 
 
-def sample(rng: random.Random, split: str = "train") -> tuple[Image.Image, SceneSpec]:
-    scene = sample_scene(rng, split)
+def sample(rng: random.Random, split: str = "train", shapes: tuple[str, ...] = SHAPES) -> tuple[Image.Image, SceneSpec]:
+    scene = sample_scene(rng, split, shapes)
     return render(scene, rng), scene
 
 
@@ -303,14 +321,15 @@ def _template_iou(mask: np.ndarray, shape: str, cx: float, cy: float, r: float) 
     return float(inter) / max(1, union)
 
 
-def analyse_image(img: Image.Image, n_objects: int = 1) -> dict:
+def analyse_image(img: Image.Image, n_objects: int = 1, shapes: tuple[str, ...] = SHAPES) -> dict:
     """Rule-based reading of a (generated) 64x64 image.
 
     Background = nearest background colour of the border pixels' median.
     Foreground = pixels far from that background; split into up to ``n_objects``
     connected blobs (largest first).  For each blob: colour (nearest palette
     colour of the median foreground pixel), position (3x3 cell of the centroid),
-    size (small/large by area), shape (best IoU against rendered templates).
+    size (small/large by area), shape (best IoU against rendered templates of ``shapes``; pass
+    ``ALL_SHAPES`` to also consider the shapes only a LoRA draws).
     """
     a = np.asarray(img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)), dtype=np.float32)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
@@ -334,7 +353,7 @@ def analyse_image(img: Image.Image, n_objects: int = 1) -> dict:
         iou_by_shape = {
             shape: max(_template_iou(m, shape, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2 + dy, rr)
                        for rr in (half_extent * 0.9, half_extent, half_extent * 1.1) for dy in (-1.0, 0.0, 1.0))
-            for shape in SHAPES}
+            for shape in shapes}
         best = max(iou_by_shape, key=iou_by_shape.get)
         objects.append({
             "colour": _nearest(rgb, COLOURS),
