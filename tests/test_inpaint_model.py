@@ -18,8 +18,8 @@ from nodegraph import REGISTRY, NodeInputError
 from nodes.core.values import (
     ConditioningEntry,
     DiffusionModel,
-    LatentFormat,
     Latent,
+    LatentFormat,
     VaeModel,
     conditioning_set_values,
 )
