@@ -286,8 +286,9 @@ def check_output_nodes(cx: _Context) -> list[Problem]:
     if any(cls.output_node for _node, cls in cx.known()):
         return []
     outputs = sorted(c.type_name for c in cx.registry.classes() if c.output_node)
-    # Top-level categories first: the everyday outputs (SaveImage…), not CheckpointSave.
-    outputs.sort(key=lambda name: (cx.registry.get(name).category.count("/"), name))
+    # Plain sinks of top-level categories first: the everyday outputs (SaveImage…), not CheckpointSave
+    # or a node that also passes values on (KSamplerTrace).
+    outputs.sort(key=lambda name: (bool(cx.registry.get(name).outputs), cx.registry.get(name).category.count("/"), name))
     hint = f" (such as {', '.join(outputs[:4])})" if outputs else ""
     return [Problem("no_output", None, None, "the workflow has no output node, so running it would do nothing",
                     f"add an output node{hint}")]

@@ -13,6 +13,7 @@ that a GUI-thread timer polls, which then emits `finished` on the GUI thread.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import pkgutil
@@ -70,6 +71,10 @@ class Warmup(QObject):
             t0 = time.perf_counter()
             try:
                 _done, self.failed = warm_imports(packages)
+                # torch, diffusers and transformers leave millions of long-lived objects; a full
+                # collection that scans them all, triggered in the run's thread, stalls the GUI for a
+                # third of a second. Frozen, they are skipped by every later collection.
+                gc.freeze()
             finally:
                 self.seconds = time.perf_counter() - t0
                 self._flag.set()
