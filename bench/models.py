@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("SDGRAPH_FIXTURES", REPO.parent / "shared" / "fixtures"))
+MANIFESTS = REPO / "bench" / "data"  # names and shapes of the real files (bench/data/README.md)
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,10 +84,9 @@ def sd15_random():
     unet = UNet2DConditionModel(**configs.component_config(configs.SD15_DIR, "unet")).eval().requires_grad_(False)
     te = CLIPTextModel(CLIPTextConfig(**configs.component_config(configs.SD15_DIR, "text_encoder")))
     te.eval().requires_grad_(False)
-    manifest = FIXTURES / "sd15_manifest.tsv"
-    if manifest.is_file():
-        assert _nparams(unet) == _manifest_count(manifest, UNET_PREFIX), "UNet differs from SD 1.5's layout"
-        assert _nparams(te) == _manifest_count(manifest, CLIP_PREFIX), "CLIP-L differs from SD 1.5's layout"
+    manifest = MANIFESTS / "sd15_manifest.tsv"
+    assert _nparams(unet) == _manifest_count(manifest, UNET_PREFIX), "UNet differs from SD 1.5's layout"
+    assert _nparams(te) == _manifest_count(manifest, CLIP_PREFIX), "CLIP-L differs from SD 1.5's layout"
     model = DiffusionModel(unet=unet, alphas_cumprod=torch.ones(1000), dtype=torch.float32, device=torch.device("cpu"))
     return model, ClipModel(tokenizer=None, text_encoder=te)
 
@@ -187,11 +186,10 @@ def sdxl_random(quick: bool):
         vae = AutoencoderKL(**configs.component_config(configs.SDXL_DIR, "vae"))
         te = CLIPTextModel(CLIPTextConfig(**configs.component_config(configs.SDXL_DIR, "text_encoder")))
         te2 = CLIPTextModelWithProjection(CLIPTextConfig(**configs.component_config(configs.SDXL_DIR, "text_encoder_2")))
-        manifest = FIXTURES / "sdxl_manifest.tsv"
-        if manifest.is_file():
-            assert _nparams(unet) == _manifest_count(manifest, UNET_PREFIX), "UNet differs from SDXL's layout"
-    for m in (unet, vae, te, te2):
-        m.eval().requires_grad_(False)
+        manifest = MANIFESTS / "sdxl_manifest.tsv"
+        assert _nparams(unet) == _manifest_count(manifest, UNET_PREFIX), "UNet differs from SDXL's layout"
+    for m in (unet, vae, te, te2):  # float32 throughout (a text config may name another torch_dtype)
+        m.float().eval().requires_grad_(False)
     sched = configs.component_config(configs.SDXL_DIR, "scheduler")
     model = DiffusionModel(unet=unet, alphas_cumprod=configs.alphas_cumprod_from_scheduler_config(sched),
                            latent_format=LatentFormat(scale_factor=0.13025), dtype=torch.float32,
