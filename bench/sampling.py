@@ -364,19 +364,22 @@ def run_case(case: str, steps: int, warmup: bool, threads: int) -> int:
 
 # -- parent ------------------------------------------------------------------------------------
 
-def spawn(case: str, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--steps", str(args.steps)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    if args.no_warmup:
-        cmd.append("--no-warmup")
+def run_child(script: str, case: str, options: list[str], tag: str) -> dict:
+    """Run one case of a bench script in a fresh process (its own peak RSS, no warm caches from other
+    cases) and return the JSON result it printed after `tag`."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--case", case, *options]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DIFFUSERS_VERBOSITY="error")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+        if line.startswith(tag):
+            return json.loads(line[len(tag):])
     sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
     raise SystemExit(f"case {case!r} crashed (exit {proc.returncode})")
+
+
+def spawn(case: str, args) -> dict:
+    options = ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
+    return run_child(__file__, case, options + (["--no-warmup"] if args.no_warmup else []), RESULT_TAG)
 
 
 def ensure_checkpoint(args) -> None:

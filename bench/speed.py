@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -182,17 +180,10 @@ def run_case(args) -> int:
 # -- parent -------------------------------------------------------------------------------------
 
 def spawn(case: str, ckpt: Path, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--ckpt", str(ckpt),
-           "--steps", str(args.steps), "--threads", str(args.threads)]
-    if args.quick:
-        cmd.append("--quick")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DIFFUSERS_VERBOSITY="error")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-    raise SystemExit(f"case {case!r} crashed (exit {proc.returncode})")
+    from sampling import run_child
+
+    options = ["--ckpt", str(ckpt), "--steps", str(args.steps), "--threads", str(args.threads)]
+    return run_child(__file__, case, options + (["--quick"] if args.quick else []), RESULT_TAG)
 
 
 def tiny_checkpoint(folder: Path) -> Path:
