@@ -10,8 +10,6 @@ from nodes.core.env import SDEnvironment
 from nodes.core.values import ClipModel, DiffusionModel, VaeModel
 from nodes.model_merging import sdxl_checkpoint_tensors
 from nodes.models import load_checkpoint
-from nodes.models.build import empty_text_encoder, empty_unet, empty_vae, fill
-from nodes.models.convert import hf_clip_to_module_names
 from nodes.models.detect import CheckpointInfo, detect_checkpoint, ignored_on_purpose
 from nodes.models.loader import ModelConfigs, build_modules, configs_for, convert_state_dict
 from nodes.models.testing import (
@@ -38,13 +36,7 @@ def test_sdxl_base_is_saved_with_exactly_the_original_single_file_names_and_shap
     info = detect_checkpoint(_shapes(manifest), {}, lambda name: None, "sd_xl_base_1.0.safetensors")
     cfg = configs_for(info, _shapes(manifest))
     conv = convert_state_dict(manifest, info, cfg)
-    unet = fill(empty_unet(cfg.unet), conv.unet, what="UNet", filename="xl", device="meta")
-    vae = fill(empty_vae(cfg.vae), conv.vae, what="VAE", filename="xl", device="meta")
-    towers = []
-    for config, tensors in ((cfg.text_encoder, conv.text_encoder), (cfg.text_encoder_2, conv.text_encoder_2)):
-        te = empty_text_encoder(config)
-        towers.append(fill(te, hf_clip_to_module_names(tensors, set(te.state_dict())), what="CLIP",
-                           filename="xl", device="meta"))
+    unet, vae, towers = build_modules(conv, cfg, "xl", "meta")
     clip = ClipModel(None, towers[0], second=ClipModel(None, towers[1]))
     saved = sdxl_checkpoint_tensors(DiffusionModel(unet, torch.zeros(1000)), clip, VaeModel(vae))
     want = {k: v for k, v in _shapes(manifest).items() if not ignored_on_purpose(k)}

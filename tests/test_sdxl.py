@@ -12,10 +12,9 @@ import torch
 from nodegraph import REGISTRY, Executor, Graph
 from nodes.core.env import SDEnvironment
 from nodes.models import CheckpointError, load_checkpoint
-from nodes.models.build import empty_text_encoder, empty_unet, empty_vae, fill
-from nodes.models.convert import UNET_PREFIX, VAE_PREFIX, hf_clip_to_module_names
+from nodes.models.convert import UNET_PREFIX, VAE_PREFIX
 from nodes.models.detect import detect_checkpoint
-from nodes.models.loader import configs_for, convert_state_dict
+from nodes.models.loader import build_modules, configs_for, convert_state_dict
 from nodes.models.testing import manifest_state_dict, write_tiny_sdxl_diffusers_folder
 from tests.shared import FIXTURES
 
@@ -41,13 +40,7 @@ def test_every_sdxl_manifest_tensor_is_mapped_and_fills_every_parameter(sdxl_man
     assert conv.unused == []
     assert set(conv.ignored) == {"conditioner.embedders.0.transformer.text_model.embeddings.position_ids",
                                  "conditioner.embedders.1.model.logit_scale"}
-    unet = fill(empty_unet(cfg.unet), conv.unet, what="UNet", filename="xl", device="meta")
-    vae = fill(empty_vae(cfg.vae), conv.vae, what="VAE", filename="xl", device="meta")
-    towers = []
-    for config, tensors in ((cfg.text_encoder, conv.text_encoder), (cfg.text_encoder_2, conv.text_encoder_2)):
-        te = empty_text_encoder(config)
-        towers.append(fill(te, hf_clip_to_module_names(tensors, set(te.state_dict())), what="CLIP",
-                           filename="xl", device="meta"))
+    unet, vae, towers = build_modules(conv, cfg, "xl", "meta")
     n_params = sum(p.numel() for m in (unet, vae, *towers) for p in m.parameters())
     n_file = sum(v.numel() for k, v in sd.items() if k not in conv.ignored)
     assert n_params == n_file  # every file tensor lands in a parameter, and every parameter is filled
