@@ -12,7 +12,7 @@ Workload: euler / normal, cfg 8, batch 1, float32, at --size px (default 512: a 
 Three cases, interleaved per repeat after a 1-step warm-up of each: plain sampling
 (ksampler.sample), a trace without attention, and a trace with cross-attention maps
 (trace.record_sampling; the schedule table it also builds is included), then the time the node
-spends writing the editor's view files (trace.write_view) once. Each row is the median
+spends writing the editor's view files (trace_figures.write_view) once. Each row is the median
 wall time over the repeats, with the process's CPU time beside it (less disturbed by other load on
 a shared machine; with --threads 1 it is the better measure); the overhead (wall) is relative to
 plain. Targets: trace ≤ +10 %,
@@ -75,8 +75,9 @@ def main() -> int:
     import torch
 
     from nodes.core.values import ConditioningEntry, Latent
+    from nodes.imaging.trace_figures import write_view
     from nodes.sampling import ksampler
-    from nodes.sampling.trace import record_sampling, write_view
+    from nodes.sampling.trace import record_sampling
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -76,7 +76,8 @@ class KSamplerTrace(Node):
         from dataclasses import replace
 
         from nodes.imaging.preview import step_callback
-        from nodes.sampling.trace import record_sampling, write_view
+        from nodes.imaging.trace_figures import write_view
+        from nodes.sampling.trace import record_sampling
 
         check_model_and_latent(model, latent_image)
         words = [w for chunk in tokens.words for w in chunk] if tokens is not None else None
@@ -105,7 +106,7 @@ class TraceFilmstrip(Node):
 
     def run(self, ctx, trace, rows, decode, every, vae=None):
         from nodes.imaging.tiles import pils_to_image
-        from nodes.sampling.trace import filmstrip
+        from nodes.imaging.trace_figures import filmstrip
 
         if decode == "vae" and vae is None:
             raise NodeInputError("vae", "decode is 'vae' but no VAE is connected: connect one, or choose "
@@ -131,7 +132,7 @@ class CrossAttentionMaps(Node):
 
     def run(self, ctx, trace, step, max_tokens, image=None):
         from nodes.imaging.tiles import pils_to_image
-        from nodes.sampling.trace import attention_figure
+        from nodes.imaging.trace_figures import attention_figure
 
         _check_steps(trace)
         if not trace.has_attention:
@@ -157,7 +158,7 @@ class CFGInspector(Node):
 
     def run(self, ctx, trace, steps, show, vae=None):
         from nodes.imaging.tiles import pils_to_image
-        from nodes.sampling.trace import cfg_figure
+        from nodes.imaging.trace_figures import cfg_figure
 
         _check_steps(trace)
         return (pils_to_image(cfg_figure(trace, _parse_steps(steps, len(trace.steps)), show, vae)),)

@@ -5,13 +5,14 @@ An unCLIP UNet (SD 2.1 unclip-h/-l: a diffusers "projection" class embedding) ta
 (set by unCLIPConditioning) through nodes.models.unclip.unclip_adm, seeded from the sampler's seed
 (ComfyUI computes it once per sampling run, with seed − 10); an entry without one gives zeros.
 
-`run_sampling` records the run's seed in SAMPLING_SEED; the vectors are computed once per run and
+`run_sampling` holds the run's seed in SAMPLING_SEED while it runs (`sampling_seed`); the vectors are computed once per run and
 entry (cached on the UNetCaller, which lives for one run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -20,6 +21,16 @@ import torch
 from ..core.values import ConditioningEntry
 
 SAMPLING_SEED: ContextVar[int] = ContextVar("sdgraph_sampling_seed", default=0)
+
+
+@contextlib.contextmanager
+def sampling_seed(seed: int) -> Iterator[None]:
+    """SAMPLING_SEED is `seed` inside, and what it was before once the run ends."""
+    token = SAMPLING_SEED.set(seed)
+    try:
+        yield
+    finally:
+        SAMPLING_SEED.reset(token)
 
 
 def add_unclip_inputs(kwargs: dict[str, Any], caller: Any, entries: Sequence[tuple[ConditioningEntry, int]],

@@ -23,7 +23,7 @@ import torch
 from nodegraph import UserError
 
 from ..core.values import ConditioningEntry, DiffusionModel, Guider, Latent, SamplerChoice
-from .adm import SAMPLING_SEED, add_unclip_inputs
+from .adm import add_unclip_inputs, sampling_seed
 from .concat import ConcatInputs, bind_run
 from .guidance import CFGDenoiser, DualCFGDenoiser
 from .model_sampling import ModelSampling
@@ -229,9 +229,8 @@ def run_sampling(guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, n
         latent_image = model.latent_format.to_sampler(latent_image)
 
     last_x0: list[torch.Tensor] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), sampling_seed(seed):  # unCLIP's noise augmentation is seeded from it (adm.py)
         # 2. The denoiser D(x, σ): UNet + guidance, with the noise mask blended in where there is one.
-        SAMPLING_SEED.set(seed)  # unCLIP's noise augmentation is seeded from it (adm.py)
         denoiser = make_denoiser(guider, ms, spec, latent.noise_mask, latent_image, noise, seed)
         x = ms.noise_scaling(sigmas[0], noise, latent_image, ms.is_max_denoise(sigmas))  # [B, C, h, w]
         # 3. The sampler, fed its step noise (ancestral and SDE methods add fresh noise each step).
