@@ -66,18 +66,28 @@ class UNetCaller:
                  entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
                  options: dict[str, Any] | None = None) -> torch.Tensor:
         dtype = self.dtype or x_in.dtype
+        kwargs = self.unet_inputs(x_in, timestep, context, entries, latent_hw, options, dtype)
+        out = self.unet(self.unet_x(x_in, entries, latent_hw, options).to(dtype), timestep.float(),
+                        encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
+        return getattr(out, "sample", out).float()
+
+    def unet_inputs(self, x_in, timestep, context, entries, latent_hw, options, dtype) -> dict[str, Any]:
+        """The call's inputs beside x, t and the context: SDXL's added conditioning, unCLIP's image
+        embedding (adm.py) and the ControlNets' residuals (computed from the plain x_in)."""
         kwargs: dict[str, Any] = {}
         if self.text_time:
             kwargs["added_cond_kwargs"] = self.added_conditioning(entries, latent_hw, dtype, x_in.device,
                                                                   self.unet)
-        add_unclip_inputs(kwargs, self, entries, x_in.device, dtype)  # unCLIP's image embedding (adm.py)
+        add_unclip_inputs(kwargs, self, entries, x_in.device, dtype)
         control = entries[0][0].extras.get("control")  # the batch shares one (conds.can_batch)
         if control is not None:
             sigma = float((options or {}).get("sigmas", timestep).reshape(-1)[0])
             kwargs.update(self.control_residuals(control, x_in, timestep, context, sigma, kwargs.get("added_cond_kwargs")))
-        x_unet = x_in if self.concat is None else self.concat(x_in, entries, latent_hw, options)  # ControlNets: x_in
-        out = self.unet(x_unet.to(dtype), timestep.float(), encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
-        return getattr(out, "sample", out).float()
+        return kwargs
+
+    def unet_x(self, x_in, entries, latent_hw, options) -> torch.Tensor:
+        """What the UNet reads as x: x_in, with an inpainting UNet's mask and image channels (concat.py)."""
+        return x_in if self.concat is None else self.concat(x_in, entries, latent_hw, options)
 
     def control_residuals(self, control, x_in, timestep, context, sigma: float, added) -> dict[str, Any]:
         """The ControlNets chained on the batch's conditioning, each inside its sigma range, summed

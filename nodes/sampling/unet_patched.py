@@ -25,7 +25,6 @@ import torch
 from nodegraph import UserError
 
 from ..core.values import ConditioningEntry, DiffusionModel, ModelPatches
-from .adm import add_unclip_inputs
 from .ksampler import UNetCaller
 
 log = logging.getLogger(__name__)
@@ -52,23 +51,16 @@ class PatchedUNetCaller(UNetCaller):
                  entries: Sequence[tuple[ConditioningEntry, int]], latent_hw: tuple[int, int],
                  options: dict[str, Any] | None = None) -> torch.Tensor:
         dtype = self.dtype or x_in.dtype
-        kwargs: dict[str, Any] = {}
-        if self.text_time:
-            kwargs["added_cond_kwargs"] = self.added_conditioning(entries, latent_hw, dtype, x_in.device, self.unet)
-        add_unclip_inputs(kwargs, self, entries, x_in.device, dtype)  # unCLIP's image embedding (adm.py)
-        added = kwargs.get("added_cond_kwargs")
         opts = dict(options or {})
-        # 1. ControlNet residuals from the plain input (ControlNets never see the patches), as UNetCaller.
-        control = entries[0][0].extras.get("control")  # the batch shares one (conds.can_batch)
+        # 1. What plain calls get too (UNetCaller.unet_inputs); ControlNets never see the patches.
+        kwargs = self.unet_inputs(x_in, timestep, context, entries, latent_hw, options, dtype)
+        added = kwargs.get("added_cond_kwargs")
         residuals = None
-        if control is not None:
-            sigma = float(opts.get("sigmas", timestep).reshape(-1)[0])
-            found = self.control_residuals(control, x_in, timestep, context, sigma, added)
-            if found:
-                residuals = (found["down_block_additional_residuals"], found["mid_block_additional_residual"])
+        if "down_block_additional_residuals" in kwargs:
+            residuals = (kwargs["down_block_additional_residuals"], kwargs["mid_block_additional_residual"])
         # 2. GLIGEN's middle patch for the entries with boxes, sized to this call's (crop of the) latent.
         middle = self.gligen_patch(entries, tuple(x_in.shape[-2:]), x_in.device)
-        x_unet = x_in if self.concat is None else self.concat(x_in, entries, latent_hw, options)  # inpainting UNets
+        x_unet = self.unet_x(x_in, entries, latent_hw, options)
         # 3. DeepCache: a full walk that keeps its deep features, or a shallow one that reuses them.
         plan, key = None, None
         if self.deep_cache is not None:
