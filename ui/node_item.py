@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QComboBox, QGraphicsItem, QGraphicsProxyWidget, QL
 from . import theme
 from .edge_item import SocketItem
 from .editor import AFTER_RUN_MODES, has_after_run_control
-from .trace_panel import token_spans
+from .trace_data import token_spans
 from .widgets import input_tooltip, make_field, output_tooltip
 
 TITLE_H = 26.0
