@@ -37,6 +37,9 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="precision (auto: fp16 on CUDA; bf16 on CPUs with native bf16, AVX512-BF16 or AMX; "
                         "fp32 elsewhere. fp32 reproduces ComfyUI's CPU images)")
+    common.add_argument("--compile", action="store_true",
+                        help="run the UNet and the VAE decoder torch.compile'd (inductor): the first image of each "
+                        "size compiles (minutes on a CPU), later ones run faster (docs/performance.md)")
     common.add_argument("--node-package", action="append", default=[], metavar="MODULE",
                         help="import extra node types from this Python module (repeatable)")
     return common
@@ -71,7 +74,7 @@ def make_env(args: argparse.Namespace):
     """The environment every node runs in, from the common options."""
     from nodes.core.env import SDEnvironment
 
-    env = SDEnvironment(device=args.device, dtype=args.dtype)
+    env = SDEnvironment(device=args.device, dtype=args.dtype, compile="inductor" if args.compile else None)
     if args.models_dir:
         env.models_dir = args.models_dir
     env.set_paths(input_dir=args.input_dir, output_dir=args.output_dir)

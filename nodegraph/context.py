@@ -1,5 +1,5 @@
 """What the engine hands to nodes: the environment built once by the entry point, and the narrow,
-typed context a running node receives (`ctx.models`, `ctx.paths`, `ctx.device`, `ctx.dtype`,
+typed context a running node receives (`ctx.models`, `ctx.paths`, `ctx.device`, `ctx.dtype`, `ctx.compile`,
 progress, previews, cancellation, the workflow to embed in files)."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ class Paths:
 
 class Environment:
     """Folders, paths and the device/precision policy, built once by the entry point and shared by
-    the CLI, the editor and batch runs. `device` and `dtype` are opaque to the engine: a node
-    package's environment subclass gives them meaning (torch objects, resolved when first asked)."""
+    the CLI, the editor and batch runs. `device`, `dtype` and `compile` are opaque to the engine: a
+    node package's environment subclass gives them meaning (torch objects, resolved when first asked)."""
 
     def __init__(self, files: Folders | None = None, paths: Paths | None = None):
         self.files = files if files is not None else Folders()
@@ -41,6 +41,11 @@ class Environment:
 
     @property
     def dtype(self) -> Any:
+        return None
+
+    @property
+    def compile(self) -> str | None:
+        """The backend to compile models with when a node asks (None: run them as they are)."""
         return None
 
 
@@ -95,6 +100,10 @@ class NodeContext:
     @property
     def dtype(self) -> Any:
         return self._env.dtype
+
+    @property
+    def compile(self) -> str | None:
+        return self._env.compile
 
     def progress(self, step: int, total: int) -> None:
         self._bus.emit(ev.Progress(self.node_id, int(step), int(total)))

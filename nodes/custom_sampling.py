@@ -33,10 +33,11 @@ def _sample(ctx, guider, sampler, sigmas, latent_image, *, seed, add_noise):
     from dataclasses import replace
 
     from nodes.imaging.preview import step_callback
-    from nodes.samplers import check_model_and_latent
+    from nodes.samplers import check_model_and_latent, model_for_run
     from nodes.sampling.custom import sample_custom
 
     check_model_and_latent(guider.model, latent_image)
+    guider = replace(guider, model=model_for_run(ctx, guider.model))
     callback = step_callback(ctx, guider.model.latent_format.rgb_factors)
     samples, x0 = sample_custom(guider, sampler, sigmas, latent_image, seed=seed, add_noise=add_noise,
                                 callback=callback)

@@ -429,7 +429,7 @@ class VAEDecode(Node):
     def run(self, ctx, samples, vae):
         from nodes.imaging.vae import decode
 
-        return (decode(vae, samples.samples, check=ctx.check_cancelled),)
+        return (decode(vae, samples.samples, check=ctx.check_cancelled, compile=ctx.compile),)
 
 
 @register

@@ -174,3 +174,21 @@ class GuidanceInterval(Node):
             raise NodeInputError("sigma_end", f"sigma_end ({sigma_end}) is above sigma_start ({sigma_start}); "
                                  "the interval runs from sigma_start down to sigma_end")
         return (model.patched(guidance_interval=(float(sigma_start), float(sigma_end))),)
+
+
+@register
+class TorchCompileModel(Node):
+    """Run the model's UNet through torch.compile: its first image of each size compiles (minutes on
+    a CPU), later ones are faster. The same as `--compile` or the editor's Settings, for one model."""
+
+    category = "_for_testing"
+    inputs = [MODEL_IN, Choice("backend", ["inductor", "cudagraphs"],
+                               tooltip="inductor: generated kernels (CPU and GPU); cudagraphs: CUDA graphs (GPU only)")]
+    outputs = [MODEL_OUT]
+
+    def run(self, ctx, model, backend):
+        device = getattr(model.device, "type", "cpu")
+        if backend == "cudagraphs" and device != "cuda":
+            raise NodeInputError("backend", f"cudagraphs needs a CUDA GPU and this model runs on the {device}; "
+                                 "choose inductor")
+        return (model.patched(compile=backend),)

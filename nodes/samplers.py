@@ -46,6 +46,14 @@ def check_model_and_latent(model, latent) -> None:
                              f"{channels}; make it with EmptyLatentImage or a VAEEncode of this model's VAE")
 
 
+def model_for_run(ctx, model):
+    """The MODEL as this run samples it: compiled when the run's settings ask for it (`--compile`, the
+    editor's Settings) and no TorchCompileModel node chose already."""
+    if ctx.compile and not model.patches.compile:
+        return model.patched(compile=ctx.compile)
+    return model
+
+
 def _run_sampler(ctx, model, positive, negative, latent_image, **kwargs):
     from dataclasses import replace
 
@@ -53,6 +61,7 @@ def _run_sampler(ctx, model, positive, negative, latent_image, **kwargs):
     from nodes.sampling.ksampler import sample
 
     check_model_and_latent(model, latent_image)
+    model = model_for_run(ctx, model)
     # The callback reports progress, which raises Interrupted at the next step once cancelled.
     callback = step_callback(ctx, model.latent_format.rgb_factors)
     samples = sample(model, positive, negative, latent_image, callback=callback, **kwargs)

@@ -18,6 +18,8 @@ from tests.test_sampling_parity import conds, toy_model
 class Ctx:
     """What the sampling nodes use of the run context."""
 
+    compile = None  # the run's compile setting: off
+
     def __init__(self):
         self.steps = []
 

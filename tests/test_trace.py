@@ -258,6 +258,8 @@ def test_the_summed_map_adds_up_the_steps_from_sigma_one_on(tiny):
 class Ctx:
     """The parts of NodeContext the explain nodes use."""
 
+    compile = None  # the run's compile setting: off
+
     def __init__(self, temp: Path):
         self.node_id = "7"
         self.paths = SimpleNamespace(temp=temp)

@@ -173,3 +173,19 @@ def test_a_model_folder_given_on_the_command_line_wins_over_the_saved_one(qtbot,
     qtbot.addWidget(other)
     assert other.editor.env.models_dir == given
     assert files.settings().value("models_dir") == str(saved)  # and the setting is left alone
+
+
+def test_compile_setting_applies_to_the_next_run_and_is_remembered(qtbot, window):
+    assert window.compile_action.isEnabled() and not window.compile_action.isChecked()
+    window.compile_action.trigger()  # Settings ▸ Compile Models
+    assert window.editor.env.compile_setting == "inductor"
+    assert window.runner.executor.env is window.editor.env  # what the next run's nodes see as ctx.compile
+    from nodes.core.env import SDEnvironment
+    from ui.main_window import MainWindow
+
+    other = MainWindow(window.editor.registry, SDEnvironment())
+    other.ask_unsaved = lambda: "discard"
+    qtbot.addWidget(other)
+    assert other.compile_action.isChecked() and other.editor.env.compile_setting == "inductor"
+    other.compile_action.trigger()
+    assert other.editor.env.compile_setting is None and not files.settings().value("compile", type=bool)

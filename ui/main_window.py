@@ -190,6 +190,11 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.rebuild_explain_menu()
         s = mb.addMenu("&Settings")
         self._act(s, "Model Folder…", self.choose_models_dir, "Ctrl+,").setEnabled(self.has_models_dir())
+        self.compile_action = self._act(s, "Compile Models (torch.compile)", self.toggle_compile,
+                                        tip="Run the UNet and the VAE decoder compiled: the first image of each size "
+                                        "compiles (minutes on a CPU), later ones run faster (docs/performance.md)")
+        self.compile_action.setCheckable(True)
+        self.compile_action.setEnabled(self.has_compile_setting())
         h = mb.addMenu("&Help")
         for text, name in help_pages.EXPLAINER_PAGES:
             self._act(h, text + "…", lambda n=name: self.open_doc(n),
@@ -486,8 +491,27 @@ class MainWindow(DocumentMixin, QMainWindow):
         self.runner.set_env(self.editor.env)
         self.statusBar().showMessage(f"Model folder: {path}", 4000)
 
+    def has_compile_setting(self) -> bool:
+        return hasattr(self.editor.env, "compile_setting")
+
+    def toggle_compile(self) -> None:
+        """The Settings menu's compile switch: applies from the next run on, and is remembered."""
+        if not self.has_compile_setting():
+            return
+        on = self.compile_action.isChecked()
+        self.editor.env.compile_setting = "inductor" if on else None
+        s = files.settings()
+        s.setValue("compile", on)
+        s.sync()
+        self.statusBar().showMessage("Compiling models: the first image of each size compiles, later ones run "
+                                     "faster" if on else "Models run uncompiled", 6000)
+
     def _restore_layout(self) -> None:
         s = files.settings()
+        if self.has_compile_setting():  # `--compile` on the command line wins over a saved "off"
+            if s.value("compile", False, type=bool) and not self.editor.env.compile_setting:
+                self.editor.env.compile_setting = "inductor"
+            self.compile_action.setChecked(bool(self.editor.env.compile_setting))
         if s.value("geometry") is not None:
             self.restoreGeometry(s.value("geometry"))
         if s.value("window_state") is not None:

@@ -33,10 +33,12 @@ class SDEnvironment(Environment):
     `device`/`dtype` settings ("auto" or a name) resolved to torch objects on first use."""
 
     def __init__(self, models_dir: str | os.PathLike = REPO / "models", *, input_dir: str | os.PathLike = REPO / "input",
-                 output_dir: str | os.PathLike = REPO / "output", device: str = "auto", dtype: str = "auto"):
+                 output_dir: str | os.PathLike = REPO / "output", device: str = "auto", dtype: str = "auto",
+                 compile: str | None = None):
         super().__init__(paths=Paths(Path(input_dir), Path(output_dir)))
         self.device_setting = device
         self.dtype_setting = dtype
+        self.compile_setting = compile  # a torch.compile backend (kernels.COMPILE_BACKENDS) or None
         self.extra_model_dirs: dict[str, list[Path]] = {}
         self._models_dir = Path(models_dir)
         self._resolved: tuple[Any, Any] | None = None
@@ -105,6 +107,10 @@ class SDEnvironment(Environment):
     @property
     def dtype(self) -> Any:
         return self._resolve()[1]
+
+    @property
+    def compile(self) -> str | None:
+        return self.compile_setting
 
     def _resolve(self) -> tuple[Any, Any]:
         if self._resolved is None:

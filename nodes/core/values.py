@@ -97,6 +97,8 @@ class ModelPatches:
     # range (high, low) outside which CFG is off and the uncond pass is skipped (GuidanceInterval).
     deep_cache: Any = None
     guidance_interval: tuple[float, float] | None = None
+    # torch.compile backend for the plain UNet call (nodes/core/kernels.py); None: eager.
+    compile: str | None = None
 
     @property
     def active(self) -> bool:
@@ -111,9 +113,9 @@ class ModelPatches:
             disable_cfg1_optimization: bool = False, input_block: Any = None, input_block_after_skip: Any = None,
             output_block: Any = None, attn1_replace: tuple[tuple[str, int, int], Any] | None = None,
             attn1_patch: Any = None, attn2_patch: Any = None, deep_cache: Any = None,
-            guidance_interval: tuple[float, float] | None = None) -> ModelPatches:
-        """A copy with one more patch of each kind given (a CFG function, step caching settings or a
-        guidance interval replaces the previous one)."""
+            guidance_interval: tuple[float, float] | None = None, compile: str | None = None) -> ModelPatches:
+        """A copy with one more patch of each kind given (a CFG function, step caching settings, a
+        guidance interval or a compile backend replaces the previous one)."""
         def more(current: tuple, item: Any) -> tuple:
             return current if item is None else (*current, item)
 
@@ -130,6 +132,7 @@ class ModelPatches:
             attn2_patch=more(self.attn2_patch, attn2_patch),
             deep_cache=self.deep_cache if deep_cache is None else deep_cache,
             guidance_interval=self.guidance_interval if guidance_interval is None else guidance_interval,
+            compile=self.compile if compile is None else compile,
         )
 
 

@@ -13,6 +13,7 @@ import torch
 from nodegraph import UserError
 from nodegraph.memory import is_out_of_memory, release_accelerator_memory
 
+from ..core.kernels import compiled
 from ..core.values import VaeModel
 
 log = logging.getLogger("sdgraph.vae")
@@ -43,8 +44,11 @@ def _upcast_on_overflow(vae: VaeModel, fn: Callable[[torch.Tensor], torch.Tensor
     return run
 
 
-def _decoder(vae: VaeModel) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Raw latents [b, C, h, w] → decoder output [b, 3, 8h, 8w] in about -1..1, float32 on the CPU."""
+def _decoder(vae: VaeModel, compile: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Raw latents [b, C, h, w] → decoder output [b, 3, 8h, 8w] in about -1..1, float32 on the CPU;
+    torch.compile'd with backend `compile` when given (looked up per call: an upcast VAE compiles anew)."""
+    if compile:
+        return _upcast_on_overflow(vae, lambda z: compiled(vae.vae, compile, key="decode")(z).sample)
     return _upcast_on_overflow(vae, lambda z: vae.vae.decode(z).sample)
 
 
@@ -58,10 +62,12 @@ def _to_image(decoded: torch.Tensor) -> torch.Tensor:
     return ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
 
-def decode(vae: VaeModel, samples: torch.Tensor, check: Callable[[], None] | None = None) -> torch.Tensor:
+def decode(vae: VaeModel, samples: torch.Tensor, check: Callable[[], None] | None = None,
+           compile: str | None = None) -> torch.Tensor:
     """One image at a time, so a large batch does not need the memory of all of them at once. Out of
-    memory, the whole batch is decoded again in tiles (64×64 cells, overlap 16), as ComfyUI does."""
-    run = _decoder(vae)
+    memory, the whole batch is decoded again in tiles (64×64 cells, overlap 16), as ComfyUI does.
+    `compile`: a torch.compile backend for the whole-image pass (kernels.py), None for eager."""
+    run = _decoder(vae, compile)
     images = []
     try:
         with torch.inference_mode():

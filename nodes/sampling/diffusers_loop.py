@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -89,7 +90,7 @@ def run_diffusers_loop(model: DiffusionModel, positive, negative, latent: Latent
     if getattr(model.unet.config, "in_channels", 4) != model.latent_format.channels:
         raise NodeInputError("model", "is an inpainting model (its UNet also reads a mask and the masked image); "
                              "DiffusersSampler runs text-to-image models: sample it with KSampler")
-    if model.patches.active:
+    if replace(model.patches, compile=None).active:  # compiling changes the speed, not the result: runs eager here
         raise NodeInputError("model", "carries model patches (FreeU, SAG, a hypernetwork…) that diffusers' loop does "
                              "not apply; sample a patched model with KSampler, or connect the unpatched model")
     scheduler = make_scheduler(model, scheduler_class, sigmas, seed=seed)

@@ -22,6 +22,7 @@ import torch
 
 from nodegraph import UserError
 
+from ..core.kernels import compiled
 from ..core.values import ConditioningEntry, DiffusionModel, Guider, Latent, SamplerChoice
 from .adm import add_unclip_inputs, sampling_seed
 from .concat import ConcatInputs, bind_run
@@ -55,6 +56,10 @@ class UNetCaller:
 
     def __init__(self, model: DiffusionModel):
         self.unet = model.unet
+        # The plain call may run compiled (TorchCompileModel, --compile); the block walk never does.
+        self.call_unet = model.unet
+        if model.patches.compile and type(self) is UNetCaller:
+            self.call_unet = compiled(model.unet, model.patches.compile)
         self.dtype = model.dtype
         self.device = model.device
         self.model = model
@@ -67,8 +72,8 @@ class UNetCaller:
                  options: dict[str, Any] | None = None) -> torch.Tensor:
         dtype = self.dtype or x_in.dtype
         kwargs = self.unet_inputs(x_in, timestep, context, entries, latent_hw, options, dtype)
-        out = self.unet(self.unet_x(x_in, entries, latent_hw, options).to(dtype), timestep.float(),
-                        encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
+        out = self.call_unet(self.unet_x(x_in, entries, latent_hw, options).to(dtype), timestep.float(),
+                             encoder_hidden_states=context.to(x_in.device, dtype), **kwargs)
         return getattr(out, "sample", out).float()
 
     def unet_inputs(self, x_in, timestep, context, entries, latent_hw, options, dtype) -> dict[str, Any]:

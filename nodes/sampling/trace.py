@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -486,6 +486,8 @@ def record_sampling(model: Any, positive: Sequence[Any], negative: Sequence[Any]
     samples, Trace). `words`: the positive prompt's words per context position, if known."""
     from .ksampler import sample
 
+    # Eager, never compiled: the attention recorder works by swapping the UNet's processors.
+    model = replace(model, patches=replace(model.patches, compile=None))
     recorder = TraceRecorder(record_attention=record_attention, dtype=dtype)
     with recorder.attention_on(model.unet):
         samples = sample(model, positive, negative, latent, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
