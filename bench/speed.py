@@ -65,9 +65,8 @@ def _preimport() -> None:
     import nodes.models  # noqa: F401
 
 
-def case_sdgraph(ckpt: Path, dtype_name: str, size: int, steps: int) -> dict:
+def case_sdgraph(ckpt: Path, dtype_name: str, size: int, steps: int, compiled: bool = False) -> dict:
     import torch
-    from sampling import UNetTimer  # bench/sampling.py
 
     from nodes.core.values import Latent
     from nodes.imaging.vae import decode
@@ -80,7 +79,8 @@ def case_sdgraph(ckpt: Path, dtype_name: str, size: int, steps: int) -> dict:
     t0 = time.perf_counter()
     model, clip, vae = load_checkpoint(ckpt, device="cpu", dtype=dtype)
     load_s = time.perf_counter() - t0
-    timer = UNetTimer(model.unet)
+    if compiled:
+        model = model.patched(compile="inductor")  # what --compile does (nodes/core/kernels.py)
     pos, neg = encode_text(clip, PROMPT), encode_text(clip, NEGATIVE)
     lat = size // model.latent_format.downscale
 
@@ -88,15 +88,22 @@ def case_sdgraph(ckpt: Path, dtype_name: str, size: int, steps: int) -> dict:
         return ksampler.sample(model, pos, neg, Latent(torch.zeros(1, model.latent_format.channels, lat, lat)),
                                seed=SEED, steps=n, cfg=CFG, sampler_name="euler", scheduler="normal")
 
-    run(1)  # warm-up
-    timer.reset()
-    out = run(steps)
-    loop_s = time.perf_counter() - timer.first_start
     t0 = time.perf_counter()
-    image = decode(vae, out)
-    vae_s = time.perf_counter() - t0
-    return {"load_s": load_s, "s_per_step": loop_s / steps, "vae_s": vae_s,
-            "finite": bool(torch.isfinite(out).all() and torch.isfinite(image).all())}
+    run(1)  # warm-up (compiles the UNet for this shape when compiled)
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = run(steps)  # text encoding is done: this is the sampling loop alone
+    loop_s = time.perf_counter() - t0
+    result = {"load_s": load_s, "s_per_step": loop_s / steps}
+    if compiled:
+        t0 = time.perf_counter()
+        decode(vae, out, compile="inductor")  # compiles the decoder
+        result["compile_s"] = warmup_s + time.perf_counter() - t0
+    t0 = time.perf_counter()
+    image = decode(vae, out, compile="inductor" if compiled else None)
+    result["vae_s"] = time.perf_counter() - t0
+    result["finite"] = bool(torch.isfinite(out).all() and torch.isfinite(image).all())
+    return result
 
 
 def _pipeline(ckpt: Path, dtype, quick: bool):
@@ -167,8 +174,8 @@ def run_case(args) -> int:
         torch.set_num_threads(args.threads)
     impl, dtype_name, size = args.case.split(",")
     ckpt = Path(args.ckpt)
-    if impl == "sdgraph":
-        result = case_sdgraph(ckpt, dtype_name, int(size), args.steps)
+    if impl in ("sdgraph", "compiled"):
+        result = case_sdgraph(ckpt, dtype_name, int(size), args.steps, compiled=impl == "compiled")
     else:
         result = case_diffusers(ckpt, dtype_name, int(size), args.steps, args.quick)
     result.update(impl=impl, dtype=dtype_name, size=int(size), steps=args.steps, threads=torch.get_num_threads(),
@@ -205,23 +212,44 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
-def table(results: list[dict]) -> list[str]:
+def summarise(results: list[dict]) -> list[dict]:
+    """One row per (impl, dtype, size): the median of each timing over the repeats, the largest peak RSS."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["impl"], r["dtype"], r["size"]), []).append(r)
+    rows = []
+    for runs in groups.values():
+        row = dict(runs[0], repeats=len(runs), finite=all(r["finite"] for r in runs),
+                   peak_rss_gb=max(r["peak_rss_gb"] for r in runs))
+        for key in ("load_s", "s_per_step", "vae_s", "compile_s"):
+            if key in runs[0]:
+                row[key] = statistics.median(r[key] for r in runs)
+                row[key + "_all"] = [round(r[key], 3) for r in runs]
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
     def ratio(a, b):
         return f"{a / b:5.2f}" if b else "   - "
 
-    lines = [f"{'size':>5} {'dtype':>5} | {'load s':>6} {'diff.':>6} {'ratio':>5} | {'s/step':>7} {'diff.':>7} "
-             f"{'ratio':>5} | {'VAE s':>6} {'diff.':>6} {'ratio':>5} | {'RSS GB':>6} {'diff.':>6} {'ratio':>5}"]
-    keyed = {(r["impl"], r["dtype"], r["size"]): r for r in results}
-    for size in sorted({r["size"] for r in results}):
-        for dt in [d for d in DTYPES if any(r["dtype"] == d for r in results)]:
-            o, d = keyed.get(("sdgraph", dt, size)), keyed.get(("diffusers", dt, size))
-            if not (o and d):
-                continue
-            lines.append(
-                f"{size:>5} {dt:>5} | {o['load_s']:>6.2f} {d['load_s']:>6.2f} {ratio(o['load_s'], d['load_s'])} | "
-                f"{o['s_per_step']:>7.3f} {d['s_per_step']:>7.3f} {ratio(o['s_per_step'], d['s_per_step'])} | "
-                f"{o['vae_s']:>6.2f} {d['vae_s']:>6.2f} {ratio(o['vae_s'], d['vae_s'])} | "
-                f"{o['peak_rss_gb']:>6.2f} {d['peak_rss_gb']:>6.2f} {ratio(o['peak_rss_gb'], d['peak_rss_gb'])}")
+    lines = [f"{'size':>5} {'dtype':>5} {'impl':>8} | {'load s':>6} {'diff.':>6} {'ratio':>5} | {'s/step':>7} "
+             f"{'diff.':>7} {'ratio':>5} | {'VAE s':>6} {'diff.':>6} {'ratio':>5} | {'RSS GB':>6} {'diff.':>6} {'ratio':>5}"]
+    keyed = {(r["impl"], r["dtype"], r["size"]): r for r in rows}
+    for size in sorted({r["size"] for r in rows}):
+        for dt in [d for d in DTYPES if any(r["dtype"] == d for r in rows)]:
+            d = keyed.get(("diffusers", dt, size))
+            for impl in ("sdgraph", "compiled"):
+                o = keyed.get((impl, dt, size))
+                if not (o and d):
+                    continue
+                lines.append(
+                    f"{size:>5} {dt:>5} {impl:>8} | {o['load_s']:>6.2f} {d['load_s']:>6.2f} {ratio(o['load_s'], d['load_s'])} | "
+                    f"{o['s_per_step']:>7.3f} {d['s_per_step']:>7.3f} {ratio(o['s_per_step'], d['s_per_step'])} | "
+                    f"{o['vae_s']:>6.2f} {d['vae_s']:>6.2f} {ratio(o['vae_s'], d['vae_s'])} | "
+                    f"{o['peak_rss_gb']:>6.2f} {d['peak_rss_gb']:>6.2f} {ratio(o['peak_rss_gb'], d['peak_rss_gb'])}")
     return lines
 
 
@@ -233,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch threads in every case (default: torch's)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="runs of each case, in alternating order; the table shows medians (default 2)")
+    p.add_argument("--compile", action="store_true",
+                   help="also run sdgraph with --compile (inductor; minutes of compiling per size and dtype)")
     p.add_argument("--quick", action="store_true", help="tiny random model, 64x64, 1 step (mechanics only)")
     args = p.parse_args(argv)
     if args.case:
@@ -246,22 +278,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speed: {what}, sizes {args.sizes}, {args.dtypes}, {args.steps} steps, euler, cfg {CFG}, batch 1, "
               f"CPU, threads {args.threads or 'torch default'}", flush=True)
         results = []
+        impls = ["sdgraph", "diffusers"] + (["compiled"] if args.compile else [])
         for size in args.sizes:
             for dt in args.dtypes:
-                for impl in ("sdgraph", "diffusers"):
-                    print(f"  running {impl} {dt} {size}x{size} ...", flush=True)
-                    results.append(spawn(f"{impl},{dt},{size}", ckpt, args))
+                for r in range(args.repeats):
+                    # Alternate the order: a machine that slows down or warms up favours neither side.
+                    for impl in (impls if r % 2 == 0 else impls[::-1]):
+                        print(f"  running {impl} {dt} {size}x{size} (repeat {r + 1}/{args.repeats}) ...", flush=True)
+                        results.append(spawn(f"{impl},{dt},{size}", ckpt, args))
+    rows = summarise(results)
     print()
-    print("\n".join(table(results)))
+    print("\n".join(table(rows)))
     print("  ratio = sdgraph / diffusers (< 1: sdgraph faster or smaller). load: from the page cache. s/step: CFG step")
     print("  (batch-2 UNet call + sampler), after a 1-step warm-up. VAE: one decode of the final latent, no warm-up.")
+    print(f"  medians of {args.repeats} runs per case, in alternating order. compiled: sdgraph --compile, timed after "
+          "its compiling warm-up")
+    for row in rows:
+        if "compile_s" in row:
+            print(f"  compiled {row['dtype']} {row['size']}: compiling (UNet warm-up step + first decode) "
+                  f"{row['compile_s']:.0f} s")
     paths = sorted({r["load_path"] for r in results if "load_path" in r})
     print(f"  diffusers loaded via: {'; '.join(paths)}")
-    bad = [f"{r['impl']} {r['dtype']} {r['size']}" for r in results if not r["finite"]]
+    bad = [f"{r['impl']} {r['dtype']} {r['size']}" for r in rows if not r["finite"]]
     if bad:
         print(f"  NON-FINITE output in: {', '.join(bad)}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    RESULTS.write_text(json.dumps(rows, indent=2))
     return 0
 
 

@@ -18,10 +18,13 @@ when an import is missing, and then:
       256², 4 steps, euler: CUDA fp16 against CPU fp32, same seed. Tolerance: PSNR >= 30 dB over the
       decoded image (fp16 has 11 bits of mantissa; a wrong cast or layout gives < 15 dB).
 2. Benchmark, SD 1.5 layout, 512², 20 steps, euler, cfg 8, batch 1, fp16: sdgraph eager, sdgraph with
-   the UNet torch.compile'd (inductor, default mode; compiled during a warm-up run), and diffusers'
+   `--compile` (UNet and VAE decoder through inductor with freezing; compiled during a warm-up run), and diffusers'
    StableDiffusionPipeline around the same weights. Columns: steps/s (step callbacks, after a
    warm-up), end-to-end s (prompt encoding + sampling + VAE decode, CUDA-synchronized), peak VRAM
-   (torch.cuda.max_memory_allocated). Ratios against diffusers. SDXL at 1024² is not run yet.
+   (torch.cuda.max_memory_allocated). Ratios against diffusers.
+3. SDXL base layout (random weights) at 1024², 10 steps, fp16, if at most 5 minutes have been used:
+   sdgraph's KSampler against diffusers' StableDiffusionXLPipeline on the same modules, steps/s
+   (sampling only) and peak VRAM.
 
 Without CUDA, `run` says so and skips the GPU parts (exit 0). Exit 1 when a GPU test fails.
 Results also go to .gpu_check/result.json.
@@ -44,6 +47,7 @@ WHEELS = WORK / "wheels"
 SITE = WORK / "site"
 PROMPT, NEGATIVE = "a watercolor painting of a lighthouse at dusk", "blurry, low quality"
 PSNR_MIN_DB = 30.0
+SDXL_START_BEFORE_S = 300  # SDXL's part takes about 2-3 minutes on an H100: start it only with that left
 # diffusers' own needs that a CUDA image with torch and transformers may lack (all pure Python).
 EXTRA_WHEELS = ("torchsde==0.2.6", "trampoline==0.1.2", "importlib_metadata")
 
@@ -148,8 +152,9 @@ def render(ckpt: Path, device: str, dtype, size: int, steps: int, *, compile_une
     from nodes.text import encode_text
 
     model, clip, vae = load_checkpoint(ckpt, device=device, dtype=dtype)
-    if compile_unet:
-        model.unet = torch.compile(model.unet)
+    backend = "inductor" if compile_unet else None
+    if backend:
+        model = model.patched(compile=backend)  # what --compile does (nodes/core/kernels.py)
     now = Sync(torch) if device == "cuda" else time.perf_counter
 
     def once(n):
@@ -159,7 +164,7 @@ def render(ckpt: Path, device: str, dtype, size: int, steps: int, *, compile_une
         out = ksampler.sample(model, pos, neg, Latent(torch.zeros(1, 4, size // 8, size // 8)), seed=0, steps=n,
                               cfg=8.0, sampler_name="euler", scheduler="normal",
                               callback=lambda i, total, x, d: stamps.append(now()))
-        image = decode(vae, out)
+        image = decode(vae, out, compile=backend)
         return image, stamps, now() - t0
 
     return once, model
@@ -231,6 +236,66 @@ def bench_diffusers(ckpt: Path, size: int, steps: int) -> dict:
             "peak_vram_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 
+def bench_sdxl(size: int, steps: int, device: str = "cuda", quick: bool = False) -> dict:
+    """SDXL base layout with random weights (bench/models.py builds it from nodes/configs/sdxl), fp16 on
+    the GPU: sdgraph's KSampler and diffusers' StableDiffusionXLPipeline on the same modules, sampling
+    only (latent output: a random VAE tells nothing), alternating, after a warm-up of each."""
+    from dataclasses import replace
+
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import models as bench_models  # bench/models.py
+    from nodes.core.values import Latent
+    from nodes.sampling import ksampler
+    from nodes.sampling.diffusers_loop import make_scheduler
+    from nodes.text import encode_text
+
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model, clip, vae, tok, tok2 = bench_models.sdxl_random(quick)
+    for module in (model.unet, vae, clip.text_encoder, clip.second.text_encoder):
+        module.to(device=device, dtype=dtype)
+    model = replace(model, dtype=dtype, device=torch.device(device))
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=clip.text_encoder, text_encoder_2=clip.second.text_encoder,
+                                     tokenizer=tok, tokenizer_2=tok2, unet=model.unet,
+                                     scheduler=EulerDiscreteScheduler.from_config(
+                                         make_scheduler(model, "EulerDiscreteScheduler").config))
+    pipe.set_progress_bar_config(disable=True)
+    now = Sync(torch) if device == "cuda" else time.perf_counter
+    pos, neg = encode_text(clip, PROMPT), encode_text(clip, NEGATIVE)
+
+    def ours(n):
+        stamps = []
+        ksampler.sample(model, pos, neg, Latent(torch.zeros(1, 4, size // 8, size // 8)), seed=0, steps=n, cfg=7.0,
+                        sampler_name="euler", scheduler="normal", callback=lambda i, total, x, d: stamps.append(now()))
+        return stamps
+
+    def theirs(n):
+        stamps = []
+
+        def on_step_end(p, i, t, kwargs):
+            stamps.append(now())
+            return kwargs
+
+        pipe(PROMPT, negative_prompt=NEGATIVE, height=size, width=size, num_inference_steps=n, guidance_scale=7.0,
+             generator=torch.Generator("cpu").manual_seed(0), output_type="latent", callback_on_step_end=on_step_end)
+        return stamps
+
+    rates: dict[str, list[float]] = {"sdgraph": [], "diffusers": []}
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        ours(2), theirs(2)  # warm-up
+        for _ in range(2):
+            for name, fn in (("sdgraph", ours), ("diffusers", theirs)):
+                stamps = fn(steps)
+                rates[name].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    best = {name: max(r) for name, r in rates.items()}
+    return {"size": size, "steps": steps, "steps_per_s": best, "ratio": best["sdgraph"] / best["diffusers"],
+            "peak_vram_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 def guarded(test) -> dict:
@@ -292,6 +357,20 @@ def run(args) -> int:
     print("  x diff.: speed relative to diffusers (> 1: sdgraph faster). Targets: eager >= 1.0, compiled >= 1.4.")
     if "sdgraph compiled" in rows and "warmup_s" in rows["sdgraph compiled"]:
         print(f"  compile + 2-step warm-up: {rows['sdgraph compiled']['warmup_s']:.0f} s")
+    # 3. SDXL at 1024², while the 8-minute budget allows (building the random model takes about a minute).
+    elapsed = time.perf_counter() - t_start
+    if args.quick or elapsed < SDXL_START_BEFORE_S:
+        sdxl_size, sdxl_steps = (256, 3) if args.quick else (1024, 10)
+        print(f"\n3. SDXL base layout, {sdxl_size}x{sdxl_size}, {sdxl_steps} steps, euler, cfg 7, fp16, sampling only ...",
+              flush=True)
+        report["sdxl"] = x = guarded(lambda: bench_sdxl(sdxl_size, sdxl_steps))
+        if "ratio" in x:
+            print(f"   steps/s sdgraph {x['steps_per_s']['sdgraph']:.2f}, diffusers {x['steps_per_s']['diffusers']:.2f}: "
+                  f"x diff. {x['ratio']:.2f}; peak VRAM {x['peak_vram_gb']:.1f} GB", flush=True)
+        else:
+            print(f"   failed: {x.get('error')}", flush=True)
+    else:
+        print(f"\n3. SDXL skipped: {elapsed:.0f} s used of the 8-minute budget", flush=True)
     report["seconds"] = time.perf_counter() - t_start
     (WORK / "result.json").write_text(json.dumps(report, indent=2))
     print(f"\ngpu-check done in {report['seconds']:.0f} s; results in .gpu_check/result.json")
