@@ -5,7 +5,9 @@ backend; and inductor's code gives eager's numbers on a tiny model."""
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -178,3 +180,8 @@ def test_inductor_gives_eagers_numbers(tiny, tmp_path, monkeypatch):
     assert (first - eager).abs().max() <= 1e-5 * eager.abs().max()  # another summation order, nothing more
     assert torch.equal(first, second)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames  # nothing recompiled
+    # Dropping the model frees its UNet, compiled code and all: switching checkpoints must not pile up.
+    gone = weakref.ref(unet.unet)
+    del unet, compiled
+    gc.collect()
+    assert gone() is None

@@ -247,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", action="store_true",
                         help="instead of scoring, time sampling with and without the --patch nodes")
     parser.add_argument("--repeats", type=int, default=5, help="--speed: timed runs of each, the best counts")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                        help="precision of the models (default fp32; docs/performance.md compares bf16)")
     args = parser.parse_args(argv)
     if args.speed:
         return speed(args)
 
     REGISTRY.discover("nodes")
-    env = SDEnvironment(models_dir=args.models_dir, device="cpu", dtype="fp32")
+    env = SDEnvironment(models_dir=args.models_dir, device="cpu", dtype=args.dtype)
     executor = Executor(REGISTRY, env=env)
     graph = build_graph(args.ckpt, args.steps, args.patch)
     started = time.perf_counter()
@@ -274,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                     grid_images.append((caption(spec), images[0]))
     seconds = time.perf_counter() - started
 
-    print(f"bundled model eval: {args.ckpt}, euler/normal, {args.steps} steps, {args.seeds} seeds per prompt "
-          f"({seconds:.0f} s)")
+    print(f"bundled model eval: {args.ckpt}, euler/normal, {args.steps} steps, {args.seeds} seeds per prompt, "
+          f"{args.dtype} ({seconds:.0f} s)")
     for node_type, values in args.patch:
         print(f"patched: {node_type} {values or '(defaults)'}")
     print(f"{'split':<10} {'cfg':>4} {'n':>4} " + " ".join(f"{a:>10}" for a in ATTRIBUTES))

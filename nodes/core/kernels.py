@@ -64,5 +64,13 @@ def _compile(module: torch.nn.Module, backend: str, key: str) -> Callable[..., A
     log.info("compiling %s.%s with %s (the first call for each shape compiles)", type(module).__name__, key, backend)
     if backend == "cudagraphs":
         return torch.compile(target, backend="cudagraphs", dynamic=False)
-    # Freezing: inference only, weights constant (a changed weight means a new module: LoRA copies).
-    return torch.compile(target, backend="inductor", dynamic=False, options={"freezing": True})
+    fn = torch.compile(target, backend="inductor", dynamic=False)
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # Freezing: inference only, weights constant (a changed weight means a new module: LoRA copies).
+        # Set around every call, not through torch.compile's options: a new shape compiles on a later
+        # call, and Dynamo's capture reads the flag too (with options alone nothing was folded and the
+        # compiled UNet ran slower than eager, measured).
+        with torch._inductor.config.patch(freezing=True):
+            return fn(*args, **kwargs)
+    return run
