@@ -18,7 +18,8 @@ from nodes.sampling.ksampler import sample, sigmas_for
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "checkpoints" / "sdgraph-shapes.safetensors"
 REGISTRY.discover("nodes")
-CTX = types.SimpleNamespace(check_cancelled=lambda: None, progress=lambda *a: None, preview=lambda *a: None)
+CTX = types.SimpleNamespace(check_cancelled=lambda: None, progress=lambda *a: None, preview=lambda *a: None,
+                            compile=None)
 PROMPT = "a large red circle at the top left on a white background"
 
 
