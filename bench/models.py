@@ -201,16 +201,29 @@ def sdxl_random(quick: bool):
     return model, clip, vae, tok, tok2
 
 
+def sdxl_pipeline(model, clip, vae, tok, tok2):
+    """diffusers' StableDiffusionXLPipeline around the same modules (shared UNet), with the Euler
+    scheduler on the model's own training schedule: the reference every SDXL benchmark compares with."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    from nodes.sampling.diffusers_loop import make_scheduler
+
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=clip.text_encoder, text_encoder_2=clip.second.text_encoder,
+                                     tokenizer=tok, tokenizer_2=tok2, unet=model.unet,
+                                     scheduler=EulerDiscreteScheduler.from_config(
+                                         make_scheduler(model, "EulerDiscreteScheduler").config))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def bench_sdxl(args) -> None:
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     sys.path.insert(0, str(REPO / "bench"))
     from sampling import UNetTimer
 
     from nodes.core.values import Latent
     from nodes.sampling import ksampler
-    from nodes.sampling.diffusers_loop import make_scheduler
     from nodes.text import encode_text
 
     size = 64 if args.quick and args.size is None else (args.size or 256)
@@ -222,11 +235,7 @@ def bench_sdxl(args) -> None:
     timer = UNetTimer(model.unet)
     pos, neg = encode_text(clip, PROMPT), encode_text(clip, NEGATIVE)
     lat = size // 8
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=clip.text_encoder, text_encoder_2=clip.second.text_encoder,
-                                     tokenizer=tok, tokenizer_2=tok2, unet=model.unet,
-                                     scheduler=EulerDiscreteScheduler.from_config(
-                                         make_scheduler(model, "EulerDiscreteScheduler").config))
-    pipe.set_progress_bar_config(disable=True)
+    pipe = sdxl_pipeline(model, clip, vae, tok, tok2)
 
     def ours(steps):
         out = ksampler.sample(model, pos, neg, Latent(torch.zeros(1, 4, lat, lat)), seed=0, steps=steps, cfg=7.0,

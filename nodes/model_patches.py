@@ -169,7 +169,6 @@ class GuidanceInterval(Node):
     outputs = [MODEL_OUT]
 
     def run(self, ctx, model, sigma_start, sigma_end):
-
         if sigma_end > sigma_start:
             raise NodeInputError("sigma_end", f"sigma_end ({sigma_end}) is above sigma_start ({sigma_start}); "
                                  "the interval runs from sigma_start down to sigma_end")

@@ -11,15 +11,8 @@ from nodes.core.values import ClipModel, DiffusionModel, VaeModel
 from nodes.model_merging import sdxl_checkpoint_tensors
 from nodes.models import load_checkpoint
 from nodes.models.detect import CheckpointInfo, detect_checkpoint, ignored_on_purpose
-from nodes.models.loader import ModelConfigs, build_modules, configs_for, convert_state_dict
-from nodes.models.testing import (
-    TINY_BIG_G_CONFIG,
-    TINY_SDXL_UNET_CONFIG,
-    TINY_SDXL_VAE_CONFIG,
-    TINY_TEXT_CONFIG,
-    manifest_state_dict,
-    write_tiny_sdxl_diffusers_folder,
-)
+from nodes.models.loader import build_modules, configs_for, convert_state_dict
+from nodes.models.testing import manifest_state_dict, tiny_sdxl_configs, write_tiny_sdxl_diffusers_folder
 from tests.shared import FIXTURES
 
 REGISTRY.discover("nodes")
@@ -65,10 +58,7 @@ def test_checkpoint_save_writes_sdxl_that_converts_back_to_the_same_weights(tiny
     assert detect_checkpoint(_shapes(sd), {}, None, "xl.safetensors").family == "sdxl"
     assert "conditioner.embedders.1.model.text_projection" in sd and "model.diffusion_model.label_emb.0.0.weight" in sd
     # The loader reads real SDXL files with the shipped full-size configs; a tiny one needs its own.
-    big_g = {**TINY_BIG_G_CONFIG, "architectures": ["CLIPTextModelWithProjection"]}
-    cfg = ModelConfigs(unet=TINY_SDXL_UNET_CONFIG, vae=TINY_SDXL_VAE_CONFIG, text_encoder=TINY_TEXT_CONFIG,
-                       text_encoder_2=big_g, prediction_type="epsilon", latent_scale_factor=0.13025,
-                       clip_pad_id=49407, clip_layer=-2, final_layer_norm=False)
+    cfg = tiny_sdxl_configs()
     conv = convert_state_dict(sd, CheckpointInfo("sdxl", "epsilon", "SDXL"), cfg)
     assert conv.unused == []
     unet, vae, (te, te2) = build_modules(conv, cfg, "xl", "cpu")

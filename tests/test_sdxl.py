@@ -173,14 +173,8 @@ def test_sdxl_single_file_names_convert_back_to_the_same_weights():
         vae_to_ldm,
     )
     from nodes.models.detect import CheckpointInfo
-    from nodes.models.loader import ModelConfigs, build_modules
-    from nodes.models.testing import (
-        TINY_BIG_G_CONFIG,
-        TINY_SDXL_UNET_CONFIG,
-        TINY_SDXL_VAE_CONFIG,
-        TINY_TEXT_CONFIG,
-        tiny_sdxl_components,
-    )
+    from nodes.models.loader import build_modules
+    from nodes.models.testing import tiny_sdxl_components, tiny_sdxl_configs
 
     unet, vae, te, te2 = tiny_sdxl_components(seed=3)
     sd = {UNET_PREFIX + k: v for k, v in unet_to_ldm(unet.state_dict(), dict(unet.config)).items()}
@@ -190,10 +184,7 @@ def test_sdxl_single_file_names_convert_back_to_the_same_weights():
     assert "model.diffusion_model.label_emb.0.0.weight" in sd and SDXL_CLIP_G_PREFIX + "text_projection" in sd
     info = detect_checkpoint(_shapes(sd), {}, None, "tiny-xl.safetensors")
     assert info.family == "sdxl"
-    big_g = {**TINY_BIG_G_CONFIG, "architectures": ["CLIPTextModelWithProjection"]}
-    cfg = ModelConfigs(unet=TINY_SDXL_UNET_CONFIG, vae=TINY_SDXL_VAE_CONFIG, text_encoder=TINY_TEXT_CONFIG,
-                       text_encoder_2=big_g, prediction_type="epsilon", latent_scale_factor=0.13025,
-                       clip_pad_id=49407, clip_layer=-2, final_layer_norm=False)
+    cfg = tiny_sdxl_configs()
     conv = convert_state_dict(sd, CheckpointInfo("sdxl", "epsilon", "SDXL"), cfg)
     assert conv.unused == []
     got = build_modules(conv, cfg, "tiny-xl", "cpu")

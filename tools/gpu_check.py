@@ -243,13 +243,11 @@ def bench_sdxl(size: int, steps: int, device: str = "cuda", quick: bool = False)
     from dataclasses import replace
 
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     sys.path.insert(0, str(REPO / "bench"))
     import models as bench_models  # bench/models.py
     from nodes.core.values import Latent
     from nodes.sampling import ksampler
-    from nodes.sampling.diffusers_loop import make_scheduler
     from nodes.text import encode_text
 
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -257,11 +255,7 @@ def bench_sdxl(size: int, steps: int, device: str = "cuda", quick: bool = False)
     for module in (model.unet, vae, clip.text_encoder, clip.second.text_encoder):
         module.to(device=device, dtype=dtype)
     model = replace(model, dtype=dtype, device=torch.device(device))
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=clip.text_encoder, text_encoder_2=clip.second.text_encoder,
-                                     tokenizer=tok, tokenizer_2=tok2, unet=model.unet,
-                                     scheduler=EulerDiscreteScheduler.from_config(
-                                         make_scheduler(model, "EulerDiscreteScheduler").config))
-    pipe.set_progress_bar_config(disable=True)
+    pipe = bench_models.sdxl_pipeline(model, clip, vae, tok, tok2)
     now = Sync(torch) if device == "cuda" else time.perf_counter
     pos, neg = encode_text(clip, PROMPT), encode_text(clip, NEGATIVE)
 

@@ -165,6 +165,16 @@ TINY_SDXL_VAE_CONFIG: dict[str, Any] = {**TINY_VAE_CONFIG, "scaling_factor": 0.1
 TINY_BIG_G_CONFIG: dict[str, Any] = {**TINY_TEXT_CONFIG, "hidden_act": "gelu", "num_hidden_layers": 3}
 
 
+def tiny_sdxl_configs():
+    """The loader's ModelConfigs for a tiny SDXL single file (the shipped SDXL configs are full size)."""
+    from .loader import ModelConfigs
+
+    big_g = {**TINY_BIG_G_CONFIG, "architectures": ["CLIPTextModelWithProjection"]}
+    return ModelConfigs(unet=TINY_SDXL_UNET_CONFIG, vae=TINY_SDXL_VAE_CONFIG, text_encoder=TINY_TEXT_CONFIG,
+                        text_encoder_2=big_g, prediction_type="epsilon", latent_scale_factor=0.13025,
+                        clip_pad_id=49407, clip_layer=-2, final_layer_norm=False)
+
+
 def tiny_sdxl_components(seed: int = 0):
     """(unet, vae, text_encoder, text_encoder_2): tiny SDXL-shaped modules, float32, eval mode."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
